@@ -1,0 +1,210 @@
+"""Per-segment forward+backward time and peak memory of one eLSTM layer, three ways:
+
+  (a) per-step RTRL, the paper's way: an autograd pass for the readout's gradients, then a
+      Python loop of T sensitivity updates over (B, N, D) tensors (our own code, same maths);
+  (b) rtrl.nn.ELSTM(learning="rtrl"): exact chunked RTRL (truncated BPTT + carry terms);
+  (c) rtrl.nn.ELSTM(learning="bptt") with a detached state: truncated BPTT alone, no carry;
+  (d) torch.nn.LSTM with truncated BPTT, same N, for reference.
+
+All run on the same inputs in one process, interleaved rep by rep, and the script prints the
+ratios a/b and b/c from the medians. Peak memory is the rise of the process's peak resident set
+(CPU; each method in a fresh subprocess) or of torch.cuda.max_memory_allocated (CUDA).
+
+    python benchmarks/rtrl_speed.py            # the paper's RL sizes: N in {256, 512}, T in {50, 100}
+    python benchmarks/rtrl_speed.py --quick    # one small size, a few reps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from rtrl.nn import ELSTM
+from rtrl.utils import tune_cpu_allocator
+
+METHODS = ("a_per_step", "b_chunked", "c_tbptt", "d_nn_lstm")
+
+
+class PerStepRTRL:
+    """The paper's learner step for one eLSTM layer (its ``forward_learner`` + ``compute_grad_rtrl``)."""
+
+    def __init__(self, layer: ELSTM):
+        self.layer = layer
+
+    def initial_state(self, batch_size: int):
+        return self.layer.initial_state(batch_size)
+
+    def __call__(self, x, state):
+        layer, cell = self.layer, self.layer.cell
+        T, B, D = x.shape
+        K, N = cell.num_gates, cell.hidden_size
+        w, b, theta = cell.weight_ih, cell.bias, cell.weight_hh.detach()
+        p = torch.nn.functional.linear(x, w.detach(), b.detach()).unflatten(-1, (K, N))
+        c, cs, c_prevs = state.c, [], []
+        with torch.no_grad():  # x needs no gradient here, so the chain keeps no graph (as cheap as (a) gets)
+            for t in range(T):
+                c_prevs.append(c)
+                c = cell.step(c, p[t], theta)
+                cs.append(c)
+        c_seq = torch.stack(cs).requires_grad_(True)  # e_t = ∂L/∂c_t through the readout only
+        y = layer._readout(x, c_seq)
+
+        def finish():
+            e = c_seq.grad
+            s_w, s_b, s_th = (s.clone() for s in state.sensitivities)
+            s_w = s_w.view(B, D, K, N)
+            gw, gb, gth = x.new_zeros(D, K, N), x.new_zeros(K, N), torch.zeros_like(theta)
+            with torch.no_grad():
+                for t in range(T):
+                    a, u, v = cell.local_derivatives(c_prevs[t], p[t], theta)
+                    s_w = a[:, None, None, :] * s_w + x[t][:, :, None, None] * u[:, None]
+                    s_b = a.repeat(1, K) * s_b + u.flatten(1)
+                    s_th = a[:, None, :] * s_th + v
+                    gw += torch.einsum("bn,bdkn->dkn", e[t], s_w)
+                    gb += (e[t][:, None, :] * s_b.view(B, K, N)).sum(0)
+                    gth += (e[t][:, None, :] * s_th).sum(0)
+            w.grad = gw.reshape(D, K * N).t().contiguous()
+            b.grad, cell.weight_hh.grad = gb.flatten(), gth
+
+        return y, finish
+
+
+def one_segment(method: str, model, x, state):
+    if method == "a_per_step":
+        y, finish = model(x, state)
+        (y * y).sum().backward()
+        finish()
+    elif method == "d_nn_lstm":
+        y, _ = model(x, state)
+        (y * y).sum().backward()
+    else:
+        y, _ = model(x, state)
+        (y * y).sum().backward()
+
+
+def build(method: str, n: int, d: int, b: int, device: str):
+    torch.manual_seed(0)
+    if method == "d_nn_lstm":
+        model = torch.nn.LSTM(d, n).to(device)
+        zeros = torch.zeros(1, b, n, device=device)
+        return model, (zeros, zeros)
+    layer = ELSTM(d, n, learning="bptt" if method == "c_tbptt" else "rtrl").to(device)
+    model = PerStepRTRL(layer) if method == "a_per_step" else layer
+    return model, model.initial_state(b)
+
+
+def check_same_gradients(device: str) -> None:
+    """Refuse to time anything unless (a) and (b) give the same gradients and sensitivities."""
+    x = torch.randn(7, 3, 5, device=device, dtype=torch.float64)
+    grads = []
+    for m in ("a_per_step", "b_chunked"):
+        model, state = build(m, 4, 5, 3, device)
+        layer = model.layer if m == "a_per_step" else model
+        layer.double()
+        state = layer.initial_state(3)
+        one_segment(m, model, x, state)
+        grads.append([q.grad for q in layer.cell.parameters()])
+    for g_a, g_b in zip(*grads):
+        if not torch.allclose(g_a, g_b, rtol=1e-9, atol=1e-12):
+            raise SystemExit("per-step and chunked RTRL disagree: the benchmark would compare different maths")
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_methods(n, d, b, t, reps, device, methods):
+    x = torch.randn(t, b, d, device=device)
+    built = {m: build(m, n, d, b, device) for m in methods}
+    times = {m: [] for m in methods}
+    for rep in range(reps + 1):  # rep 0 warms up
+        for m in methods:
+            model, state = built[m]
+            sync(device)
+            t0 = time.perf_counter()
+            one_segment(m, model, x, state)
+            sync(device)
+            if rep:
+                times[m].append(time.perf_counter() - t0)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+def peak_memory(method, n, d, b, t, device, malloc) -> float:
+    """Peak memory rise (MB) over two segments, measured in a fresh process."""
+    cmd = [sys.executable, __file__, "--peak-of", method, str(n), str(d), str(b), str(t), "--device", device,
+           "--malloc", malloc]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _peak_here(method, n, d, b, t, device) -> float:
+    x = torch.randn(t, b, d, device=device)
+    model, state = build(method, n, d, b, device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(2):
+            one_segment(method, model, x, state)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak resident set (Linux)
+        f.write("5")
+    base = _rss_kb("VmRSS")
+    for _ in range(2):
+        one_segment(method, model, x, state)
+    return (_rss_kb("VmHWM") - base) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N=256, T=50, 3 reps")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--input-size", type=int, default=257)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                    help="tuned: rtrl.utils.tune_cpu_allocator() for every method (CPU); default: glibc as is")
+    ap.add_argument("--peak-of", nargs=5, help=argparse.SUPPRESS)  # internal: one memory probe
+    args = ap.parse_args()
+    tuned = args.malloc == "tuned" and tune_cpu_allocator()
+    if args.peak_of:
+        m, *dims = args.peak_of
+        print(json.dumps(_peak_here(m, *map(int, dims), args.device)))
+        return
+    check_same_gradients(args.device)
+    sizes = [(256, 50)] if args.quick else [(256, 50), (256, 100), (512, 50), (512, 100)]
+    reps = 3 if args.quick else args.reps
+    b, d = args.batch, args.input_size
+    print(f"device={args.device} threads={torch.get_num_threads()} B={b} D={d} float32, median of {reps} reps, "
+          f"allocator {'tuned' if tuned else 'default'}")
+    header = f"{'N':>4} {'T':>4} | " + " ".join(f"{m:>11}" for m in METHODS) + " |   a/b   b/c | peak MB " + "/".join(
+        m[0] for m in METHODS
+    )
+    print(header)
+    print("-" * len(header))
+    for n, t in sizes:
+        med = time_methods(n, d, b, t, reps, args.device, METHODS)
+        mem = "" if args.no_memory else " / ".join(
+            f"{peak_memory(m, n, d, b, t, args.device, args.malloc):.0f}" for m in METHODS
+        )
+        ratios = f"{med['a_per_step'] / med['b_chunked']:5.1f} {med['b_chunked'] / med['c_tbptt']:5.2f}"
+        print(f"{n:>4} {t:>4} | " + " ".join(f"{med[m] * 1e3:9.1f}ms" for m in METHODS) + f" | {ratios} | {mem}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""rtrl: exact Real-Time Recurrent Learning for PyTorch.
+
+    from rtrl.nn import ELSTM
+"""
+
+from rtrl.exact import RecurrentState, Sensitivities, exact_rtrl
+from rtrl.nn import ELSTM, DiagonalLinearRNN, ElementwiseRNN
+
+__version__ = "0.1.0"
+
+__all__ = ["ELSTM", "DiagonalLinearRNN", "ElementwiseRNN", "RecurrentState", "Sensitivities", "exact_rtrl"]

@@ -1,0 +1,7 @@
+"""Element-wise recurrent cells: each knows only its own step and local derivatives."""
+
+from rtrl.cells.base import ElementwiseCell
+from rtrl.cells.diagonal import DiagonalLinearCell
+from rtrl.cells.elstm import ELSTMCell
+
+__all__ = ["ElementwiseCell", "ELSTMCell", "DiagonalLinearCell"]

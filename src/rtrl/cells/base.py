@@ -1,0 +1,61 @@
+"""The contract every element-wise recurrent cell follows.
+
+An element-wise cell has a state ``c_t`` of ``N`` units, and unit ``n`` depends on the past only
+through ``c_{t-1}[n]``. Its parameters come in three kinds:
+
+* ``weight_ih`` ``(K*N, D)`` and ``bias`` ``(K*N,)``: the input projections of its ``K`` gates,
+  ``p_t = weight_ih @ x_t + bias`` viewed as ``(K, N)``. They are ordinary autograd inputs of the
+  exact RTRL function (their within-segment gradient is one GEMM).
+* ``weight_hh`` ``(J, N)``: the per-unit recurrent parameters (e.g. the eLSTM's ``w_z, w_f``).
+
+and the cell itself is two pure functions of tensors:
+
+* ``step(c_prev, p, theta) -> c``: one step of the recurrence, ``(..., N)``.
+* ``local_derivatives(c_prev, p, theta) -> (a, u, v)`` with ``a = ∂c/∂c_prev`` ``(..., N)``,
+  ``u[k] = ∂c/∂p[k]`` ``(..., K, N)`` and ``v[j] = ∂c/∂theta[j]`` ``(..., J, N)``.
+
+Both are element-wise, so they take any leading dimensions: the engine scans ``step`` over time
+and calls ``local_derivatives`` once on the whole segment. Nothing else is needed to get exact
+RTRL for a new cell (see :mod:`rtrl.exact` for the maths).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ElementwiseCell(nn.Module):
+    """Base class: owns the parameters, subclasses define ``step`` and ``local_derivatives``.
+
+    Subclasses set the class attributes ``num_gates`` (``K``) and ``num_recurrent`` (``J``).
+    """
+
+    num_gates: int = 1
+    num_recurrent: int = 1
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(
+                f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        k, j, n = self.num_gates, self.num_recurrent, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(k * n, input_size))
+        self.bias = nn.Parameter(torch.empty(k * n))
+        self.weight_hh = nn.Parameter(torch.empty(j, n))
+
+    def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
+        """One step: ``c_prev (..., N)``, ``p (..., K, N)``, ``theta (J, N)`` -> ``c (..., N)``."""
+        raise NotImplementedError
+
+    def local_derivatives(
+        self, c_prev: Tensor, p: Tensor, theta: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``a (..., N)``, ``u (..., K, N)``, ``v (..., J, N)``: partials of ``step`` (see module doc)."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"

@@ -1,0 +1,213 @@
+"""Exact RTRL for element-wise cells, one segment at a time, in chunks.
+
+Notation (per stream, all ``(N,)`` vectors unless said): ``a_t = ∂c_t/∂c_{t-1}``,
+``u^k_t = ∂c_t/∂p^k_t``, ``v^j_t = ∂c_t/∂θ^j``, ``g_t = ∂L/∂c_t`` through the readout only.
+The sensitivities ``S_t = dc_t/dparams`` follow
+
+    S^{W^k}_t = a_t ⊙ S^{W^k}_{t-1} + u^k_t ⊗ x_t      (N, D)
+    S^{b^k}_t = a_t ⊙ S^{b^k}_{t-1} + u^k_t
+    S^{θ^j}_t = a_t ⊙ S^{θ^j}_{t-1} + v^j_t
+
+and the exact gradient of a segment's loss is ``Σ_t g_t ⊙ S_t``. Unrolling the recursion over the
+segment ``1..T`` gives the same number from two cheap pieces:
+
+    δ_t = g_t + a_{t+1} ⊙ δ_{t+1},  δ_{T+1} = 0                 (reverse scan: BPTT in the segment)
+    ∇W^k = Σ_t (u^k_t ⊙ δ_t) ⊗ x_t  +  (a_1 ⊙ δ_1) ⊙ S^{W^k}_0   (truncated BPTT + carry-in)
+    S^{W^k}_T = Λ_0 ⊙ S^{W^k}_0 + Σ_t (Λ_t ⊙ u^k_t) ⊗ x_t,  Λ_t = Π_{r=t+1..T} a_r   (carry-out)
+
+A reset before step ``t`` zeroes ``c_{t-1}`` and ``S_{t-1}``; setting ``a_t = 0`` there cuts both
+``δ`` and ``Λ``, so resets cost nothing extra. ``T = 1`` is classic fully online RTRL.
+
+The input projections ``p = x Wᵀ + b`` stay in ordinary autograd: the function returns
+``∂L/∂p = u ⊙ δ`` and autograd's own GEMM turns it into the within-segment ``∇W``, ``∇b`` and
+``∇x``. ``W`` and ``b`` are passed in only so that the carry-in term lands in their ``.grad``.
+The carry-out needs forward quantities only, so it is computed in the forward pass: backward is
+the reverse scan plus the carry-in products.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from rtrl.cells.base import ElementwiseCell
+
+
+class Sensitivities(NamedTuple):
+    """``dc/dparams`` of one element-wise layer, one slot per stream (batch first).
+
+    ``weight_ih`` ``(B, D, K*N)``: ``weight_ih[b, d, m] = ∂c[b, m mod N]/∂W[m, d]`` (stored
+    transposed, the layout in which the carry-out GEMM runs fastest on CPU), ``bias``
+    ``(B, K*N)``, ``weight_hh`` ``(B, J, N)``.
+    """
+
+    weight_ih: Tensor
+    bias: Tensor
+    weight_hh: Tensor
+
+    @staticmethod
+    def zeros(cell: ElementwiseCell, batch_size: int, device=None, dtype=None) -> "Sensitivities":
+        w = cell.weight_ih
+        kw = dict(device=device or w.device, dtype=dtype or w.dtype)
+        kn, d = w.shape
+        return Sensitivities(
+            torch.zeros(batch_size, d, kn, **kw),
+            torch.zeros(batch_size, kn, **kw),
+            torch.zeros(batch_size, *cell.weight_hh.shape, **kw),
+        )
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> "Sensitivities":
+        return Sensitivities(*(fn(s) for s in self))
+
+
+class RecurrentState(NamedTuple):
+    """What an element-wise layer carries between segments, batch first.
+
+    ``c`` ``(B, N)``: the cell state. ``sensitivities``: the RTRL state, or ``None`` for BPTT and
+    for inference. Use ``map`` to move, detach, index or reorder streams:
+    ``state.map(lambda t: t[idx])``.
+    """
+
+    c: Tensor
+    sensitivities: Optional[Sensitivities] = None
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> "RecurrentState":
+        sens = None if self.sensitivities is None else self.sensitivities.map(fn)
+        return RecurrentState(fn(self.c), sens)
+
+    def detach(self) -> "RecurrentState":
+        return self.map(Tensor.detach)
+
+    @property
+    def batch_size(self) -> int:
+        return self.c.shape[0]
+
+
+def scan(cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Run the recurrence without gradients: ``p (T,B,K,N)``, ``c0 (B,N)``, ``keep (T,B)|None``.
+
+    Returns ``c_prev (T,B,N)`` (the state each step saw, after resets) and ``c (T,B,N)``.
+    """
+    theta = cell.weight_hh.detach()
+    c_prev_all = p.new_empty(p.shape[0], p.shape[1], p.shape[3])
+    c_all = torch.empty_like(c_prev_all)
+    c = c0
+    for t in range(p.shape[0]):
+        if keep is not None:
+            c = c * keep[t, :, None]
+        c_prev_all[t] = c
+        c = cell.step(c, p[t], theta)
+        c_all[t] = c
+    return c_prev_all, c_all
+
+
+def _carry_factors(a: Tensor) -> tuple[Tensor, Tensor]:
+    """``Λ_t = Π_{r=t+1..T} a_r`` for ``t = 1..T`` ``(T,B,N)`` and ``Λ_0`` ``(B,N)``.
+
+    A reverse loop of small in-cache products: faster here than flip/cumprod/flip over ``(T,B,N)``.
+    """
+    lam = torch.empty_like(a)
+    lam[-1] = 1
+    for t in range(a.shape[0] - 1, 0, -1):
+        torch.mul(lam[t], a[t], out=lam[t - 1])
+    return lam, lam[0] * a[0]
+
+
+class _ExactElementwise(torch.autograd.Function):
+    """See the module docstring. Inputs after ``cell``:
+
+    ``p (T,B,K,N)``, ``x (T,B,D)``, ``c0 (B,N)``, ``keep (T,B)|None``, ``theta (J,N)``,
+    ``weight (K*N,D)``, ``bias (K*N,)``, ``s_w, s_b, s_theta`` (``Sensitivities`` fields, or all
+    ``None`` for plain BPTT inside the segment). Outputs ``c (T,B,N)`` and the carried-out
+    sensitivities (non-differentiable; empty tensors when none were given).
+    """
+
+    @staticmethod
+    def forward(ctx, cell, p, x, c0, keep, theta, weight, bias, s_w, s_b, s_theta):
+        T, B, K, N = p.shape
+        c_prev, c = scan(cell, p, c0, keep)
+        a, u, v = cell.local_derivatives(c_prev, p, theta)
+        if keep is not None:
+            a = a * keep[:, :, None]
+        tracked = s_w is not None
+        if tracked:
+            lam, lam0 = _carry_factors(a)
+            lam_k = lam.unsqueeze(2)
+            # S_T = Λ_0 ⊙ S_0 + Σ_t (Λ_t ⊙ u_t) ⊗ x_t: one batched GEMM over streams.
+            lu = (lam_k * u).reshape(T, B, K * N)
+            lam0_k = lam0.repeat(1, K)
+            s_w_out = torch.bmm(x.permute(1, 2, 0), lu.transpose(0, 1)).addcmul_(s_w, lam0_k.unsqueeze(1))
+            s_b_out = torch.addcmul(lu.sum(0), s_b, lam0_k)
+            s_theta_out = torch.einsum("tbn,tbjn->bjn", lam, v).addcmul_(s_theta, lam0.unsqueeze(1))
+            ctx.save_for_backward(a, u, v, s_w, s_b, s_theta)
+        else:
+            s_w_out = s_b_out = s_theta_out = p.new_empty(0)
+            ctx.save_for_backward(a, u, v)
+        ctx.tracked = tracked
+        ctx.set_materialize_grads(False)  # the sensitivities get no gradient: skip zero-filling them
+        ctx.mark_non_differentiable(s_w_out, s_b_out, s_theta_out)
+        return c, s_w_out, s_b_out, s_theta_out
+
+    @staticmethod
+    def backward(ctx, g, *_unused):
+        if ctx.tracked:
+            a, u, v, s_w, s_b, s_theta = ctx.saved_tensors
+        else:
+            a, u, v = ctx.saved_tensors
+        T, B, K, N = u.shape
+        if g is None:
+            g = torch.zeros_like(a)
+        delta = torch.empty_like(g)
+        d = g[T - 1]
+        delta[T - 1] = d
+        for t in range(T - 2, -1, -1):
+            d = torch.addcmul(g[t], a[t + 1], d)
+            delta[t] = d
+        delta_k = delta.unsqueeze(2)
+        grad_p = u * delta_k
+        grad_theta = (v * delta_k).sum((0, 1))
+        carry_in = a[0] * delta[0]  # ∂L/∂c_0
+        grad_w = grad_b = None
+        if ctx.tracked:
+            e = carry_in.repeat(1, K)
+            grad_w = s_w.new_zeros(s_w.shape[1:])  # Σ_b e_b ⊙ S_0[b], stream by stream: no big temporary
+            for b in range(B):
+                grad_w.addcmul_(s_w[b], e[b])
+            grad_w = grad_w.t()
+            grad_b = (e * s_b).sum(0)
+            grad_theta = grad_theta + (carry_in.unsqueeze(1) * s_theta).sum(0)
+        return None, grad_p, None, carry_in, None, grad_theta, grad_w, grad_b, None, None, None
+
+
+def exact_rtrl(
+    cell: ElementwiseCell,
+    x: Tensor,
+    p: Tensor,
+    c0: Tensor,
+    keep: Optional[Tensor],
+    sensitivities: Optional[Sensitivities],
+) -> tuple[Tensor, Optional[Sensitivities]]:
+    """Run one segment of ``cell`` with exact gradients.
+
+    Args:
+        cell: the element-wise cell (its ``weight_ih``, ``bias``, ``weight_hh`` are used).
+        x: ``(T, B, D)`` the segment's inputs (used for the sensitivity of ``weight_ih``).
+        p: ``(T, B, K, N)`` input projections ``x @ weight_ihᵀ + bias``, computed by autograd.
+        c0: ``(B, N)`` state before the segment.
+        keep: ``(T, B)`` 0/1 in ``x``'s dtype, 0 where an episode starts (state zeroed before the
+            step), or ``None`` for no resets.
+        sensitivities: the carried RTRL state for ``c0``, or ``None`` for BPTT inside the segment
+            (gradient flows into ``c0`` instead; the carry-in term is absent).
+
+    Returns:
+        ``c (T, B, N)`` with exact gradients on the cell's parameters once backpropagated, and the
+        carried-out sensitivities for the next segment (``None`` if none were given).
+    """
+    s = sensitivities if sensitivities is not None else (None, None, None)
+    c, s_w, s_b, s_theta = _ExactElementwise.apply(
+        cell, p, x, c0, keep, cell.weight_hh, cell.weight_ih, cell.bias, *s
+    )
+    out = None if sensitivities is None else Sensitivities(s_w, s_b, s_theta)
+    return c, out

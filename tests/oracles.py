@@ -1,0 +1,85 @@
+"""Independent references the exact engine is checked against (kept out of the library).
+
+* ``bptt_gradients``: plain autograd through ``cell.step`` over the whole, unsegmented sequence.
+* ``per_step_rtrl``: the textbook RTRL loop, one sensitivity update per step, as the paper's
+  code does it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def project(module, x: Tensor) -> Tensor:
+    cell = module.cell
+    return F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, cell.hidden_size))
+
+
+def unrolled_states(module, x: Tensor, reset: Tensor, c0: Tensor) -> Tensor:
+    """``c (T, B, N)`` by autograd through ``cell.step``, resets applied before each step."""
+    cell, p = module.cell, project(module, x)
+    c, out = c0, []
+    for t in range(x.shape[0]):
+        c = c * (~reset[t]).to(x.dtype)[:, None]
+        c = cell.step(c, p[t], cell.weight_hh)
+        out.append(c)
+    return torch.stack(out)
+
+
+def bptt_gradients(module, x: Tensor, reset: Tensor, loss_fn) -> dict[str, Tensor]:
+    """Gradients of ``loss_fn(y, t0)`` summed over the whole sequence, by full BPTT."""
+    module.zero_grad()
+    c0 = torch.zeros(x.shape[1], module.hidden_size, dtype=x.dtype)
+    y = module._readout(x, unrolled_states(module, x, reset, c0))
+    loss_fn(y, 0).backward()
+    return {n: q.grad.clone() for n, q in module.named_parameters()}
+
+
+def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None):
+    """Textbook RTRL over ``x``: returns (gradients, final c, final sensitivities as a tuple).
+
+    The loss's local gradient ``g_t = ∂L/∂c_t`` (through the readout only) comes from autograd on
+    detached states; the recurrent parameters' gradient is ``Σ_t Σ_b g_t ⊙ S_t``.
+    """
+    cell = module.cell
+    T, B, D = x.shape
+    K, J, N = cell.num_gates, cell.num_recurrent, cell.hidden_size
+    theta = cell.weight_hh.detach()
+    with torch.no_grad():
+        p = project(module, x)
+        c = torch.zeros(B, N, dtype=x.dtype) if c0 is None else c0.clone()
+        if sens is None:
+            s_w = torch.zeros(B, K, N, D, dtype=x.dtype)
+            s_b = torch.zeros(B, K, N, dtype=x.dtype)
+            s_th = torch.zeros(B, J, N, dtype=x.dtype)
+        else:
+            s_w, s_b, s_th = (s.clone() for s in sens)
+            s_w = s_w.transpose(1, 2).reshape(B, K, N, D)
+            s_b = s_b.view(B, K, N)
+        cs, states = [], []
+        for t in range(T):
+            keep = (~reset[t]).to(x.dtype)[:, None]
+            c = c * keep
+            s_w, s_b, s_th = s_w * keep[..., None, None], s_b * keep[..., None], s_th * keep[..., None]
+            a, u, v = cell.local_derivatives(c, p[t], theta)
+            s_w = a[:, None, :, None] * s_w + u[..., None] * x[t][:, None, None, :]
+            s_b = a[:, None, :] * s_b + u
+            s_th = a[:, None, :] * s_th + v
+            c = cell.step(c, p[t], theta)
+            cs.append(c)
+            states.append((s_w, s_b, s_th))
+    module.zero_grad()
+    c_seq = torch.stack(cs).requires_grad_(True)
+    loss_fn(module._readout(x, c_seq), 0).backward()  # readout grads + local g_t
+    g = c_seq.grad
+    grads = {n: (q.grad.clone() if q.grad is not None else torch.zeros_like(q))
+             for n, q in module.named_parameters()}
+    for t, (sw, sb, sth) in enumerate(states):
+        gt = g[t][:, None, :]
+        grads["cell.weight_ih"] += (gt[..., None] * sw).sum(0).reshape(K * N, D)
+        grads["cell.bias"] += (gt * sb).sum(0).reshape(K * N)
+        grads["cell.weight_hh"] += (gt * sth).sum(0)
+    final = (s_w.reshape(B, K * N, D).transpose(1, 2), s_b.reshape(B, K * N), s_th)
+    return grads, c, final
