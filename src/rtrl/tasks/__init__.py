@@ -1,0 +1,1 @@
+"""Supervised diagnostic tasks."""

@@ -1,0 +1,277 @@
+"""The copy task (the paper's Sec. 4.1): remember a bit pattern, then reproduce it.
+
+A sequence of length ``2·level``: a random bit pattern of length ``L ~ U{1..level}``, then ``L``
+"copy now" tokens, then padding with the same token. The target is the pattern, reproduced
+during the ``L`` copy steps; only those positions are scored. Inputs are one-hot over
+``{0, 1, copy}``. The metric is sequence accuracy: every scored position right.
+
+Learning rules compared (one model: one-hot -> recurrent layer -> linear readout to 2 logits):
+
+* ``rtrl``:  eLSTM, exact RTRL, one optimiser step every ``update_every`` steps (1 = fully online)
+* ``tbptt``: eLSTM, truncated BPTT with span ``update_every`` (state detached between spans)
+* ``bptt``:  eLSTM, full BPTT over the sequence, one step per sequence
+* ``lstm``:  ``torch.nn.LSTM``, full BPTT (or truncated with ``update_every``)
+
+Steps with no scored position carry no loss: no optimiser step is taken there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtrl.nn import ELSTM
+from rtrl.runs import Run, RunError
+
+COPY, IGNORE = 2, -100
+METHODS = ("rtrl", "tbptt", "bptt", "lstm")
+
+
+@dataclass
+class CopyConfig:
+    """Everything a copy-task run depends on. ``CONFIGS`` holds the named presets."""
+
+    method: str = "rtrl"
+    update_every: int = 1  # rtrl: steps between updates; tbptt/lstm: the span; 0 = whole sequence; bptt ignores it
+    level: int = 5  # patterns of 1..level bits, sequences of 2*level steps
+    hidden_size: int = 128
+    batch_size: int = 32
+    lr: float = 3e-3
+    betas: tuple = (0.9, 0.995)
+    eps: float = 1e-9
+    clip: float = 1.0
+    max_sequences: int = 100_000  # training budget, in sequences (batch_size per batch)
+    eval_every: int = 20  # batches between validations
+    target_accuracy: float = 1.0  # stop once validation sequence accuracy reaches this
+    valid_size: int = 500
+    test_size: int = 1000
+    seed: int = 0
+    data_seed: int = 42
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.update_every < 0:
+            raise ValueError(f"update_every must be >= 1 (or 0 for the whole sequence), got {self.update_every}")
+        for name in ("level", "hidden_size", "batch_size", "max_sequences", "eval_every", "valid_size", "test_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+
+    @property
+    def seq_len(self) -> int:
+        return 2 * self.level
+
+    @property
+    def span(self) -> int:
+        return self.seq_len if self.method == "bptt" or self.update_every == 0 else self.update_every
+
+
+CONFIGS = {
+    # Minutes on a 2-core CPU; see docs/copy_task.md for why these sizes.
+    "cpu": CopyConfig(),
+    # The paper's setting (Sec. 4.1 and its code): far beyond a CPU.
+    "paper": CopyConfig(level=500, hidden_size=2048, batch_size=128, lr=3e-5, max_sequences=500 * 9999,
+                        eval_every=78, valid_size=999, test_size=999),
+}
+
+
+def make_batch(level: int, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``tokens (2·level, B)`` in ``{0, 1, COPY}`` and ``targets (2·level, B)`` in ``{0, 1, IGNORE}``."""
+    T = 2 * level
+    lengths = torch.randint(1, level + 1, (batch_size,), generator=generator)
+    bits = torch.randint(0, 2, (T, batch_size), generator=generator)
+    t = torch.arange(T)[:, None]
+    in_pattern = t < lengths
+    tokens = torch.where(in_pattern, bits, COPY)
+    scored = (t >= lengths) & (t < 2 * lengths)
+    source = torch.gather(bits, 0, (t - lengths).clamp(min=0))  # the bit seen L steps earlier
+    targets = torch.where(scored, source, IGNORE)
+    return tokens, targets
+
+
+def make_split(level: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return make_batch(level, size, g)
+
+
+class CopyModel(nn.Module):
+    """One-hot input -> one recurrent layer -> linear readout to two logits."""
+
+    def __init__(self, method: str, hidden_size: int) -> None:
+        super().__init__()
+        self.method = method
+        if method == "lstm":
+            self.core = nn.LSTM(3, hidden_size)
+        else:
+            self.core = ELSTM(3, hidden_size, learning="rtrl" if method == "rtrl" else "bptt")
+        self.head = nn.Linear(hidden_size, 2)
+
+    def initial_state(self, batch_size: int, inference: bool = False):
+        if self.method == "lstm":
+            z = torch.zeros(1, batch_size, self.core.hidden_size)
+            return (z, z.clone())
+        return self.core.initial_state(batch_size, sensitivities=False if inference else None)
+
+    def forward(self, tokens: Tensor, state):
+        y, state = self.core(F.one_hot(tokens, 3).float(), state)
+        return self.head(y), state
+
+
+def detach_state(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) and not hasattr(state, "map") else state.detach()
+
+
+@torch.no_grad()
+def sequence_accuracy(model: CopyModel, tokens: Tensor, targets: Tensor, chunk: int = 1000) -> float:
+    """Fraction of sequences whose every scored position is predicted right."""
+    correct = 0
+    for i in range(0, tokens.shape[1], chunk):
+        tok, tgt = tokens[:, i : i + chunk], targets[:, i : i + chunk]
+        logits, _ = model(tok, model.initial_state(tok.shape[1], inference=True))
+        ok = (logits.argmax(-1) == tgt) | (tgt == IGNORE)
+        correct += ok.all(0).sum().item()
+    return correct / tokens.shape[1]
+
+
+def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bool = False,
+               progress: bool = True) -> dict:
+    """Train on the copy task; returns the final results (also written to ``run_dir``)."""
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    model = CopyModel(cfg.method, cfg.hidden_size)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    train_gen = torch.Generator().manual_seed(cfg.data_seed)
+    valid = make_split(cfg.level, cfg.valid_size, cfg.data_seed + 1)
+    test = make_split(cfg.level, cfg.test_size, cfg.data_seed + 2)
+    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("max_sequences",)) if run_dir is not None else None
+    counters = dict(sequences=0, updates=0, batches=0, best_acc=-1.0, solved_at=-1, wall=0.0)
+    if run is not None and resume:
+        ckpt = run.latest("copy")
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            train_gen.set_state(ckpt["data_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            counters.update(ckpt["counters"])
+
+    bar = _progress(cfg.max_sequences, counters["sequences"], progress)
+    t_start, done = time.perf_counter() - counters["wall"], False
+    recent_loss, acc = float("nan"), max(counters["best_acc"], 0.0)
+    while counters["sequences"] < cfg.max_sequences and not done:
+        tokens, targets = make_batch(cfg.level, cfg.batch_size, train_gen)
+        state, batch_loss = model.initial_state(cfg.batch_size), 0.0
+        for t0 in range(0, cfg.seq_len, cfg.span):
+            tok, tgt = tokens[t0 : t0 + cfg.span], targets[t0 : t0 + cfg.span]
+            logits, state = model(tok, state)
+            state = detach_state(state)  # no-op for RTRL (already detached); truncation for TBPTT
+            if (tgt == IGNORE).all():
+                continue
+            loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
+                                   reduction="sum") / cfg.batch_size
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at update {counters['updates']}; "
+                                         "lower --lr or raise --clip")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            counters["updates"] += 1
+            batch_loss += loss.item()
+        counters["sequences"] += cfg.batch_size
+        counters["batches"] += 1
+        recent_loss = batch_loss if math.isnan(recent_loss) else 0.9 * recent_loss + 0.1 * batch_loss
+        if counters["batches"] % cfg.eval_every == 0 or counters["sequences"] >= cfg.max_sequences:
+            acc = sequence_accuracy(model, *valid)
+            counters["wall"] = time.perf_counter() - t_start
+            best = acc > counters["best_acc"]
+            counters["best_acc"] = max(acc, counters["best_acc"])
+            done = acc >= cfg.target_accuracy
+            if done and counters["solved_at"] < 0:
+                counters["solved_at"] = counters["sequences"]
+            if run is not None:
+                run.log(counters["sequences"], loss=recent_loss, valid_accuracy=acc,
+                        updates=counters["updates"], wall_s=counters["wall"])
+                run.save(_checkpoint(model, opt, train_gen, counters), "copy", best=best)
+        bar.update(cfg.batch_size, loss=recent_loss, acc=acc, updates=counters["updates"])
+    bar.close()
+
+    if run is not None and (run.ckpt_dir / "best.pt").exists():
+        from rtrl.runs import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(run.ckpt_dir / "best.pt", "copy")["model"])
+    result = dict(
+        method=cfg.method, update_every=cfg.update_every, level=cfg.level, hidden_size=cfg.hidden_size,
+        seed=cfg.seed, test_accuracy=sequence_accuracy(model, *test), best_valid_accuracy=counters["best_acc"],
+        sequences_to_solve=counters["solved_at"] if counters["solved_at"] >= 0 else None,
+        sequences=counters["sequences"], updates=counters["updates"],
+        wall_s=round(time.perf_counter() - t_start, 1),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    )
+    if run is not None:
+        import json
+
+        (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        _plot_curve(run)
+        run.close()
+    return result
+
+
+def _checkpoint(model, opt, gen, counters) -> dict:
+    return dict(step=counters["sequences"], model=model.state_dict(), optimizer=opt.state_dict(),
+                data_rng=gen.get_state(), torch_rng=torch.get_rng_state(), counters=dict(counters))
+
+
+def _plot_curve(run: Run) -> None:
+    rows = run.metrics()
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["step"] for r in rows], [r["valid_accuracy"] for r in rows])
+    ax.set_xlabel("training sequences")
+    ax.set_ylabel("validation sequence accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"copy task: {run.config['method']} (update every {run.config['update_every']})")
+    fig.tight_layout()
+    fig.savefig(run.path / "curve.png", dpi=110)
+    plt.close(fig)
+
+
+class _progress:
+    """A tqdm bar when asked for and installed, else silence."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="seq", dynamic_ncols=True)
+
+    def update(self, n: int, **stats) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in stats.items()},
+                                 refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+__all__ = ["CopyConfig", "CONFIGS", "METHODS", "make_batch", "make_split", "CopyModel", "train_copy",
+           "sequence_accuracy", "RunError"]
