@@ -1,0 +1,1 @@
+"""R2AC: the real-time recurrent actor-critic (IMPALA with an exact-RTRL core)."""

@@ -1,0 +1,169 @@
+"""The R2AC agent: observation encoder -> recurrent core -> policy and value heads.
+
+    x_t = [encoder(obs_t); clamp(r_{t-1}, -1, 1)]        (D = features + 1)
+    y_t, state = core(x_t, state, reset_t)               reset_t: obs_t starts a new episode
+    logits_t, value_t = heads(y_t)
+
+Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT within the segment),
+``lstm`` (``nn.LSTM`` weights, BPTT within the segment) and ``none`` (feedforward). Every core has
+the same API as :class:`rtrl.nn.ELSTM` and a :class:`rtrl.exact.RecurrentState` whose tensors
+are batch first, so the learner can keep one slot per stream for any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtrl.exact import RecurrentState
+from rtrl.nn import ELSTM
+
+CORES = ("rtrl-elstm", "tbptt-elstm", "lstm", "none")
+
+
+class ResettableLSTM(nn.Module):
+    """``nn.LSTM`` weights stepped one step at a time so that ``reset`` can zero the state
+    mid-segment. State: ``RecurrentState(c=[h; c])`` of shape ``(B, 2N)``."""
+
+    learning = "bptt"
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+
+    def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
+        w = self.cell.weight_ih
+        return RecurrentState(torch.zeros(batch_size, 2 * self.hidden_size, device=device or w.device,
+                                          dtype=dtype or w.dtype))
+
+    def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
+        h, c = state.c.chunk(2, -1)
+        ys = []
+        for t in range(x.shape[0]):
+            if reset is not None:
+                keep = (~reset[t]).to(x.dtype)[:, None]
+                h, c = h * keep, c * keep
+            h, c = self.cell(x[t], (h, c))
+            ys.append(h)
+        return torch.stack(ys), RecurrentState(torch.cat((h, c), -1))
+
+
+class Feedforward(nn.Module):
+    """No memory: the heads read the encoder's features (and the reward) directly."""
+
+    learning = "bptt"
+
+    def __init__(self, input_size: int) -> None:
+        super().__init__()
+        self.hidden_size = input_size
+
+    def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
+        return RecurrentState(torch.zeros(batch_size, 0, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
+        return x, state
+
+
+class ImpalaStem(nn.Module):
+    """IMPALA's deep ResNet for pixels ``(C, H, W)`` uint8: 3 stages [16, 32, 32], then fc 256."""
+
+    def __init__(self, obs_shape: tuple[int, ...], channels=(16, 32, 32), out_features: int = 256) -> None:
+        super().__init__()
+        layers, c_in = [], obs_shape[0]
+        for c in channels:
+            layers.append(nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.MaxPool2d(3, 2, padding=1)))
+            layers += [_Residual(c), _Residual(c)]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            n = self.convs(torch.zeros(1, *obs_shape)).numel()
+        self.fc = nn.Linear(n, out_features)
+        self.out_features = out_features
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = self.convs(obs.to(self.fc.weight.dtype) / 255.0)
+        return F.relu(self.fc(F.relu(x).flatten(1)))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class MLPStem(nn.Module):
+    """Two ReLU layers for flat vector observations."""
+
+    def __init__(self, obs_dim: int, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        self.out_features = width
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs.to(self.net[0].weight.dtype))
+
+
+class Agent(nn.Module):
+    """Encoder, core and heads. ``obs_shape`` of 3 dims is read as pixels ``(C, H, W)``."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-elstm",
+                 hidden_size: int = 128, encoder_width: int = 64) -> None:
+        super().__init__()
+        if core not in CORES:
+            raise ValueError(f"unknown core {core!r}; choose one of {CORES}")
+        if num_actions < 1:
+            raise ValueError(f"num_actions must be positive, got {num_actions}")
+        self.obs_shape, self.num_actions, self.core_name = tuple(obs_shape), num_actions, core
+        if len(obs_shape) == 3:
+            self.stem = ImpalaStem(self.obs_shape)
+        elif len(obs_shape) == 1:
+            self.stem = MLPStem(obs_shape[0], encoder_width)
+        else:
+            raise ValueError(f"observations must be flat vectors (D,) or pixels (C, H, W), got shape {obs_shape}")
+        d = self.stem.out_features + 1
+        if core == "rtrl-elstm":
+            self.core = ELSTM(d, hidden_size, learning="rtrl")
+        elif core == "tbptt-elstm":
+            self.core = ELSTM(d, hidden_size, learning="bptt")
+        elif core == "lstm":
+            self.core = ResettableLSTM(d, hidden_size)
+        else:
+            self.core = Feedforward(d)
+        self.policy = nn.Linear(self.core.hidden_size, num_actions)
+        self.value = nn.Linear(self.core.hidden_size, 1)
+
+    @property
+    def exact_rtrl(self) -> bool:
+        return self.core_name == "rtrl-elstm"
+
+    def initial_state(self, batch_size: int, learner: bool = True) -> RecurrentState:
+        """Zero state; with sensitivities only for an RTRL core on the learner side."""
+        w = self.policy.weight
+        sens = learner and self.exact_rtrl
+        return self.core.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
+
+    def forward(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
+        """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool ->
+        ``logits (T, B, A)``, ``values (T, B)``, state after the segment."""
+        T, B = obs.shape[:2]
+        if tuple(obs.shape[2:]) != self.obs_shape:
+            raise ValueError(f"observations of shape {tuple(obs.shape[2:])} given to an agent built for {self.obs_shape}")
+        feats = self.stem(obs.reshape(T * B, *self.obs_shape)).view(T, B, -1)
+        x = torch.cat((feats, prev_reward.clamp(-1, 1).to(feats.dtype)[..., None]), -1)
+        y, state = self.core(x, state, reset)
+        return self.policy(y), self.value(y).squeeze(-1), state
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState, greedy: bool = False):
+        """One step for ``B`` streams: ``obs (B, ...)`` -> ``action (B,)``, ``logits (B, A)``, state."""
+        logits, _, state = self(obs[None], prev_reward[None], reset[None], state)
+        logits = logits[0]
+        action = logits.argmax(-1) if greedy else torch.multinomial(F.softmax(logits, -1), 1).squeeze(-1)
+        return action, logits, state

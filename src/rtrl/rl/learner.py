@@ -1,0 +1,168 @@
+"""The learner: V-trace actor-critic updates, with exact RTRL sensitivities kept per stream.
+
+A rollout is one segment of ``M`` steps of ``B`` streams (time-major), plus the observation that
+follows it for the bootstrap value:
+
+    obs[0..M], reward[0..M], done[0..M]     reward[t]: received on arriving at obs[t];
+                                            done[t]: obs[t] is the first of a new episode
+    action[0..M-1], logits[0..M-1]          what the behaviour policy did at obs[t]
+    streams (B,)                            which stream each column is
+    state                                   the actor's core state before obs[0]
+
+For an RTRL core the learner keeps its own state ``(c, S)`` per stream and advances it with the
+newest weights, segment after segment, in the order each stream produced them (DESIGN.md §3):
+actors carry only ``c``. Other cores start each segment from the actor's (detached) state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from rtrl.exact import RecurrentState
+from rtrl.rl.agent import Agent
+from rtrl.rl.vtrace import actor_critic_loss
+
+
+@dataclass
+class Rollout:
+    obs: Tensor  # (M+1, B, *obs_shape)
+    reward: Tensor  # (M+1, B) float32
+    done: Tensor  # (M+1, B) bool
+    action: Tensor  # (M, B) int64
+    logits: Tensor  # (M, B, A) behaviour logits
+    streams: Tensor  # (B,) int64
+    state: RecurrentState  # actor's core state before obs[0]
+
+    @property
+    def length(self) -> int:
+        return self.action.shape[0]
+
+    def check(self, num_streams: int) -> None:
+        M, B = self.action.shape
+        if M < 1:
+            raise ValueError("a rollout needs at least one step (unroll length M >= 1)")
+        for name, t, shape in (("obs", self.obs, (M + 1, B)), ("reward", self.reward, (M + 1, B)),
+                               ("done", self.done, (M + 1, B)), ("logits", self.logits, (M, B)),
+                               ("streams", self.streams, (B,))):
+            if tuple(t.shape[: len(shape)]) != shape:
+                raise ValueError(f"rollout.{name} has shape {tuple(t.shape)}, expected {shape} + ...")
+        for name in ("obs", "reward", "logits"):
+            t = getattr(self, name)
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise NonFiniteError(f"rollout.{name} holds NaN/Inf (streams {self.streams.tolist()}): "
+                                     "update skipped, weights kept")
+        if self.streams.min() < 0 or self.streams.max() >= num_streams or self.streams.unique().numel() != B:
+            raise ValueError(f"rollout.streams must be {B} distinct ids in [0, {num_streams})")
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient was NaN/Inf: the update was skipped and the weights kept."""
+
+
+@dataclass
+class LearnerConfig:
+    optimizer: str = "rmsprop"  # or "adam"
+    lr: float = 6e-4
+    rms_eps: float = 0.01
+    rms_alpha: float = 0.99
+    grad_clip: float = 40.0
+    discount: float = 0.99
+    value_weight: float = 0.5
+    entropy_weight: float = 0.01
+    reward_clip: float = 1.0  # rewards clamped to [-c, c] in the loss only; 0 = no clipping
+    total_updates: int = 0  # for the linear learning-rate decay; 0 = constant
+
+
+class Learner:
+    """Owns the optimiser, the schedule and (for RTRL) the per-stream state bank."""
+
+    def __init__(self, agent: Agent, cfg: LearnerConfig, num_streams: int) -> None:
+        self.agent, self.cfg, self.num_streams = agent, cfg, num_streams
+        params = list(agent.parameters())
+        if cfg.optimizer == "rmsprop":
+            self.opt = torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha)
+        elif cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'rmsprop' or 'adam'")
+        total = cfg.total_updates
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda u: max(0.0, 1 - u / total) if total > 0 else 1.0)
+        self.updates = 0
+        self.skipped = 0
+        self.bank: Optional[RecurrentState] = agent.initial_state(num_streams) if agent.exact_rtrl else None
+
+    def reset_streams(self) -> None:
+        """Forget every stream's state (they all start new episodes, e.g. after a restart)."""
+        if self.bank is not None:
+            self.bank = self.bank.map(torch.zeros_like)
+
+    def update(self, r: Rollout) -> dict[str, float]:
+        """One optimiser step on a rollout. Raises ``NonFiniteError`` (weights untouched) on NaN/Inf."""
+        stats, state = self.backward(r)
+        self.step(r, state, stats)
+        return stats
+
+    def backward(self, r: Rollout) -> tuple[dict[str, float], RecurrentState]:
+        """Loss of a rollout and its gradients in ``.grad`` (exact RTRL ones for an RTRL core);
+        returns the statistics and the state after the segment (not stored yet)."""
+        r.check(self.num_streams)
+        cfg, agent, M = self.cfg, self.agent, r.length
+        state0 = self.bank.map(lambda t: t[r.streams]) if self.bank is not None else r.state.detach()
+        logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0)
+        with torch.no_grad():  # the bootstrap V(obs[M]) is a target: no gradient, no sensitivities
+            _, v_boot, _ = agent(r.obs[M:], r.reward[M:], r.done[M:], RecurrentState(state.c.detach()))
+        rewards = r.reward[1:]
+        if cfg.reward_clip > 0:
+            rewards = rewards.clamp(-cfg.reward_clip, cfg.reward_clip)
+        discounts = cfg.discount * (~r.done[1:]).to(values.dtype)
+        losses = actor_critic_loss(logits, values, r.action, r.logits, rewards, discounts, v_boot[0],
+                                   cfg.value_weight, cfg.entropy_weight)
+        if not torch.isfinite(losses.total):
+            self.skipped += 1
+            raise NonFiniteError(f"non-finite loss ({losses.total.item()}) at update {self.updates}: "
+                                 "update skipped, weights kept")
+        self.opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        stats = dict(loss=losses.total.item(), policy_loss=losses.policy.item(), value_loss=losses.value.item(),
+                     entropy_loss=losses.entropy.item(), mean_value=values.mean().item())
+        return stats, state
+
+    def step(self, r: Rollout, state: RecurrentState, stats: dict[str, float]) -> None:
+        """Clip, check and apply the gradients from ``backward``; store each stream's new state."""
+        grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
+        if not math.isfinite(grad_norm.item()):
+            self.opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            raise NonFiniteError(f"non-finite gradient norm at update {self.updates}: update skipped, weights kept")
+        self.opt.step()
+        self.sched.step()
+        self.updates += 1
+        if self.bank is not None:  # the carried-out (c_M, S_M) of every stream in this rollout
+            for bank_t, new_t in zip(_leaves(self.bank), _leaves(state)):
+                bank_t[r.streams] = new_t.detach()
+        stats.update(grad_norm=grad_norm.item(), lr=self.opt.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict:
+        d = dict(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), updates=self.updates,
+                 skipped=self.skipped)
+        if self.bank is not None:
+            d["bank"] = list(_leaves(self.bank))
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        self.opt.load_state_dict(d["optimizer"])
+        self.sched.load_state_dict(d["scheduler"])
+        self.updates, self.skipped = int(d["updates"]), int(d["skipped"])
+        if self.bank is not None and "bank" in d:
+            for bank_t, saved in zip(_leaves(self.bank), d["bank"]):
+                bank_t.copy_(saved)
+
+
+def _leaves(state: RecurrentState) -> list[Tensor]:
+    return [state.c] + (list(state.sensitivities) if state.sensitivities is not None else [])
