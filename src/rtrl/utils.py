@@ -27,3 +27,24 @@ def tune_cpu_allocator(threshold_bytes: int = 1 << 30) -> bool:
         )
     except (OSError, AttributeError):
         return False
+
+
+class ProgressBar:
+    """A tqdm bar (``enabled=False``: silence) whose postfix shows the latest statistics."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, unit: str = "it") -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=True, dynamic_ncols=True)
+
+    def update(self, n: int, **stats) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in stats.items()},
+                                 refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

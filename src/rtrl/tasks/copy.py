@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.nn import ELSTM
+from rtrl.utils import ProgressBar
 from rtrl.runs import Run, RunError
 
 COPY, IGNORE = 2, -100
@@ -165,7 +166,7 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
             torch.set_rng_state(ckpt["torch_rng"])
             counters.update(ckpt["counters"])
 
-    bar = _progress(cfg.max_sequences, counters["sequences"], progress)
+    bar = ProgressBar(cfg.max_sequences, counters["sequences"], progress, unit="seq")
     t_start, done = time.perf_counter() - counters["wall"], False
     recent_loss, acc = float("nan"), max(counters["best_acc"], 0.0)
     while counters["sequences"] < cfg.max_sequences and not done:
@@ -250,27 +251,6 @@ def _plot_curve(run: Run) -> None:
     fig.tight_layout()
     fig.savefig(run.path / "curve.png", dpi=110)
     plt.close(fig)
-
-
-class _progress:
-    """A tqdm bar when asked for and installed, else silence."""
-
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="seq", dynamic_ncols=True)
-
-    def update(self, n: int, **stats) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in stats.items()},
-                                 refresh=False)
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 __all__ = ["CopyConfig", "CONFIGS", "METHODS", "make_batch", "make_split", "CopyModel", "train_copy",

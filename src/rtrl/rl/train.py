@@ -1,0 +1,348 @@
+"""R2AC training: actors step environments, the learner updates, the run folder records it all.
+
+Two ways to run the actors, same learner:
+
+* ``num_actors = 0``: synchronous, one process (debugging, tests, tiny tasks);
+* ``num_actors = K``: K actor processes (IMPALA, as torchbeast's monobeast): each steps its own
+  batch of ``num_envs`` environments with batched inference on the *shared* weights, and sends
+  whole rollouts through a queue; the learner updates the weights in place after every step.
+
+Streams: actor ``k``'s environment ``i`` is stream ``k * num_envs + i``. Every rollout of an actor
+covers all its streams, in time order, and the learner takes them in queue order (a batch never
+holds two rollouts of one actor), so each stream's RTRL state advances in order.
+
+Resuming (``resume=True``) restores the weights, optimiser, schedule, counters, RNG and the
+per-stream RTRL state; environments cannot be checkpointed, so every stream starts a new episode
+(``done`` is set on its first step, which zeroes its state and sensitivities, as in any episode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import queue as queue_lib
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rtrl.exact import RecurrentState
+from rtrl.rl.agent import CORES, Agent
+from rtrl.rl.learner import Learner, LearnerConfig, NonFiniteError, Rollout
+from rtrl.utils import ProgressBar
+from rtrl.runs import Run, RunError, load_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    env: str = "rtrl-Recall-v0"
+    core: str = "rtrl-elstm"
+    hidden_size: int = 64
+    encoder_width: int = 64
+    unroll: int = 10  # M: steps per rollout; 1 = fully online R2AC
+    num_envs: int = 16  # streams per actor
+    num_actors: int = 0  # 0 = synchronous, in-process
+    batch_rollouts: int = 1  # rollouts (of distinct actors) per learner update
+    total_frames: int = 200_000  # agent steps over all streams
+    optimizer: str = "rmsprop"
+    lr: float = 6e-4
+    rms_eps: float = 0.01
+    rms_alpha: float = 0.99
+    grad_clip: float = 40.0
+    discount: float = 0.99
+    value_weight: float = 0.5
+    entropy_weight: float = 0.01
+    reward_clip: float = 1.0
+    lr_decay: bool = True
+    seed: int = 0
+    checkpoint_every: int = 200  # updates
+    log_every: int = 20  # updates
+    eval_episodes: int = 100
+
+    def validate(self) -> None:
+        if self.core not in CORES:
+            raise ValueError(f"unknown core {self.core!r}; choose one of {CORES}")
+        if self.unroll < 1:
+            raise ValueError(f"unroll length M must be >= 1, got {self.unroll}")
+        for name in ("hidden_size", "encoder_width", "num_envs", "batch_rollouts", "total_frames",
+                     "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_actors < 0:
+            raise ValueError(f"num_actors must be >= 0 (0 = synchronous), got {self.num_actors}")
+        if self.num_actors and self.batch_rollouts > self.num_actors:
+            raise ValueError(f"batch_rollouts ({self.batch_rollouts}) cannot exceed num_actors ({self.num_actors}): "
+                             "a batch never holds two rollouts of one actor")
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a non-negative number, got {self.lr}")
+
+    @property
+    def num_streams(self) -> int:
+        return max(self.num_actors, 1) * self.num_envs
+
+    @property
+    def frames_per_update(self) -> int:
+        return self.unroll * self.num_envs * self.batch_rollouts
+
+    def learner_config(self) -> LearnerConfig:
+        total = math.ceil(self.total_frames / self.frames_per_update) if self.lr_decay else 0
+        return LearnerConfig(self.optimizer, self.lr, self.rms_eps, self.rms_alpha, self.grad_clip, self.discount,
+                             self.value_weight, self.entropy_weight, self.reward_clip, total)
+
+
+def build_agent(cfg: TrainConfig, env) -> Agent:
+    return Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width)
+
+
+class ActorLoop:
+    """Steps one ``VecEnv`` with an agent's behaviour policy and cuts rollouts of ``unroll`` steps."""
+
+    def __init__(self, env, agent: Agent, unroll: int, first_stream: int, seed: int) -> None:
+        self.env, self.agent, self.unroll = env, agent, unroll
+        B = env.num_envs
+        self.streams = torch.arange(first_stream, first_stream + B)
+        self.obs = torch.as_tensor(env.reset(seed))
+        self.reward = torch.zeros(B)
+        self.done = torch.ones(B, dtype=torch.bool)  # the first observation starts an episode
+        self.state = agent.initial_state(B, learner=False)
+
+    def rollout(self) -> tuple[Rollout, list[tuple[float, int]]]:
+        M, B = self.unroll, self.env.num_envs
+        obs = torch.empty(M + 1, *self.obs.shape, dtype=self.obs.dtype)
+        reward, done = torch.empty(M + 1, B), torch.empty(M + 1, B, dtype=torch.bool)
+        action = torch.empty(M, B, dtype=torch.long)
+        logits = torch.empty(M, B, self.agent.num_actions)
+        state0 = self.state
+        for t in range(M + 1):
+            obs[t], reward[t], done[t] = self.obs, self.reward, self.done
+            if t == M:
+                break
+            action[t], logits[t], self.state = self.agent.act(self.obs, self.reward, self.done, self.state)
+            o, r, d = self.env.step(action[t].numpy())
+            self.obs, self.reward, self.done = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32), torch.as_tensor(d)
+        return Rollout(obs, reward, done, action, logits, self.streams, state0), self.env.pop_episode_stats()
+
+
+def _cat_rollouts(rs: list[Rollout]) -> Rollout:
+    if len(rs) == 1:
+        return rs[0]
+    state = RecurrentState(torch.cat([r.state.c for r in rs], 0))
+    return Rollout(*(torch.cat([getattr(r, f) for r in rs], 1) for f in ("obs", "reward", "done", "action", "logits")),
+                   streams=torch.cat([r.streams for r in rs]), state=state)
+
+
+def _actor_process(k: int, cfg_dict: dict, shared: Agent, out_queue, stop) -> None:
+    """One actor process: its own envs and a local copy of the weights, refreshed every rollout."""
+    from rtrl.rl.envs import make_env
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**cfg_dict)
+    env = make_env(cfg.env, cfg.num_envs, seed=cfg.seed * 10_007 + 1000 * k)
+    local = build_agent(cfg, env)
+    loop = ActorLoop(env, local, cfg.unroll, k * cfg.num_envs, seed=cfg.seed * 10_007 + 1000 * k)
+    while not stop.is_set():
+        local.load_state_dict(shared.state_dict())
+        item = (k, *loop.rollout())
+        while not stop.is_set():
+            try:
+                out_queue.put(item, timeout=0.5)
+                break
+            except queue_lib.Full:
+                continue
+    env.close()
+
+
+class _AsyncActors:
+    def __init__(self, cfg: TrainConfig, agent: Agent) -> None:
+        import torch.multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.shared = build_agent(cfg, _EnvSpec.of(agent))
+        self.shared.load_state_dict(agent.state_dict())
+        self.shared.share_memory()
+        self.queue, self.stop = ctx.Queue(maxsize=2 * cfg.num_actors), ctx.Event()
+        self.procs = [ctx.Process(target=_actor_process, args=(k, dataclasses.asdict(cfg), self.shared,
+                                                               self.queue, self.stop), daemon=True)
+                      for k in range(cfg.num_actors)]
+        for p in self.procs:
+            p.start()
+        self.pending: deque = deque()
+
+    def get(self, n: int) -> tuple[list[Rollout], list]:
+        """``n`` rollouts of distinct actors, each actor's in the order it made them."""
+        batch, actors, stats, deferred = [], set(), [], deque()
+        while len(batch) < n:
+            if self.pending:
+                item = self.pending.popleft()
+            else:
+                try:
+                    item = self.queue.get(timeout=60)
+                except queue_lib.Empty:
+                    dead = [k for k, p in enumerate(self.procs) if not p.is_alive()]
+                    raise RuntimeError(f"no rollout for 60 s; dead actors: {dead or 'none'}") from None
+            k, r, ep = item
+            if k in actors:
+                deferred.append(item)
+                continue
+            actors.add(k)
+            batch.append(r)
+            stats += ep
+        self.pending.extendleft(reversed(deferred))
+        return batch, stats
+
+    def publish(self, agent: Agent) -> None:
+        with torch.no_grad():
+            for s, p in zip(self.shared.parameters(), agent.parameters()):
+                s.copy_(p)
+
+    def close(self) -> None:
+        self.stop.set()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
+@dataclass
+class _EnvSpec:
+    obs_shape: tuple
+    num_actions: int
+
+    @staticmethod
+    def of(agent: Agent) -> "_EnvSpec":
+        return _EnvSpec(agent.obs_shape, agent.num_actions)
+
+
+def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train an R2AC agent; returns the final statistics (also in ``run_dir``)."""
+    from rtrl.rl.envs import make_env
+
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    probe = make_env(cfg.env, 1, seed=cfg.seed)
+    agent = build_agent(cfg, probe)
+    probe.close()
+    learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
+    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames",)) if run_dir else None
+    counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
+    if run is not None and resume:
+        ckpt = run.latest("r2ac")
+        if ckpt is not None:
+            agent.load_state_dict(ckpt["agent"])
+            learner.load_state_dict(ckpt["learner"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            counters.update(ckpt["counters"])
+            counters["restarts"] += 1
+    env_seed = cfg.seed * 10_007 + 100_003 * counters["restarts"]
+    if cfg.num_actors == 0:
+        env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
+        actor = ActorLoop(env, agent, cfg.unroll, 0, env_seed)
+        actors = None
+    else:
+        actors = _AsyncActors(dataclasses.replace(cfg, seed=cfg.seed + counters["restarts"]), agent)
+
+    returns: deque = deque(maxlen=100)
+    bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
+    t_start, frames_at_log, t_log = time.perf_counter() - counters["wall"], counters["frames"], time.perf_counter()
+    try:
+        while counters["frames"] < cfg.total_frames:
+            if actors is None:
+                with torch.no_grad():
+                    r, ep = actor.rollout()
+                rs = [r]
+            else:
+                rs, ep = actors.get(cfg.batch_rollouts)
+            returns.extend(ret for ret, _ in ep)
+            counters["episodes"] += len(ep)
+            rollout = _cat_rollouts(rs)
+            try:
+                stats = learner.update(rollout)
+            except NonFiniteError as e:
+                print(f"warning: {e}", flush=True)
+                if learner.skipped > 100:
+                    raise
+                continue
+            if actors is not None:
+                actors.publish(agent)
+            counters["frames"] += rollout.length * rollout.streams.numel()
+            mean_ret = float(np.mean(returns)) if returns else float("nan")
+            bar.update(rollout.length * rollout.streams.numel(), ret=mean_ret, upd=learner.updates)
+            last = counters["frames"] >= cfg.total_frames
+            if run is not None and (learner.updates % cfg.log_every == 0 or last):
+                now = time.perf_counter()
+                fps = (counters["frames"] - frames_at_log) / max(now - t_log, 1e-9)
+                frames_at_log, t_log = counters["frames"], now
+                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=fps,
+                        updates=learner.updates, **stats)
+            if run is not None and (learner.updates % cfg.checkpoint_every == 0 or last):
+                counters["wall"] = time.perf_counter() - t_start
+                run.save(dict(step=counters["frames"], agent=agent.state_dict(), learner=learner.state_dict(),
+                              torch_rng=torch.get_rng_state(), counters=dict(counters)), "r2ac")
+    finally:
+        bar.close()
+        if actors is not None:
+            actors.close()
+        else:
+            env.close()
+    result = dict(env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed, frames=counters["frames"],
+                  updates=learner.updates, skipped_updates=learner.skipped,
+                  train_mean_return_last100=float(np.mean(returns)) if returns else None,
+                  wall_s=round(time.perf_counter() - t_start, 1))
+    if run is not None:
+        if cfg.eval_episodes > 0:
+            result["eval"] = evaluate_run(run.path, cfg.eval_episodes)
+        (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        from rtrl.rl.plot import plot_runs
+
+        plot_runs([run.path], run.path / "curve.png")
+        run.close()
+    return result
+
+
+@torch.no_grad()
+def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, greedy: bool, num_envs: int = 16) -> list[float]:
+    """Returns of the first ``episodes`` episodes, the core's state carried through each episode."""
+    from rtrl.rl.envs import make_env
+
+    env = make_env(env_name, min(num_envs, episodes), seed=seed)
+    loop = ActorLoop(env, agent, 1, 0, seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        a, _, loop.state = agent.act(loop.obs, loop.reward, loop.done, loop.state, greedy=greedy)
+        o, r, d = env.step(a.numpy())
+        loop.obs, loop.reward, loop.done = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32), torch.as_tensor(d)
+        returns += [ret for ret, _ in env.pop_episode_stats()]
+    env.close()
+    return returns[:episodes]
+
+
+HELD_OUT_SEED = 1_000_003  # evaluation seeds never used in training (training seeds are < 10^6 apart)
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "latest") -> dict:
+    """Greedy and sampled returns of a run's checkpoint on held-out environment seeds."""
+    from rtrl.rl.envs import make_env
+
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        raise RunError(f"{run_dir} is not an R2AC run folder (no config.json)")
+    cfg = TrainConfig(**json.loads(cfg_file.read_text()))
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", "r2ac")
+    probe = make_env(cfg.env, 1, seed=0)
+    agent = build_agent(cfg, probe)
+    probe.close()
+    agent.load_state_dict(ckpt["agent"])
+    out = dict(checkpoint=checkpoint, frames=ckpt["step"], episodes=episodes, seed=HELD_OUT_SEED)
+    for mode in ("greedy", "sampled"):
+        torch.manual_seed(HELD_OUT_SEED)
+        rets = evaluate(agent, cfg.env, episodes, HELD_OUT_SEED, greedy=mode == "greedy")
+        out[mode] = dict(mean=float(np.mean(rets)), std=float(np.std(rets)))
+    (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
