@@ -4,6 +4,10 @@
     rtrl copy --method tbptt --update-every 2  # the same with truncated BPTT, span 2
     rtrl copy --config paper                   # the paper's setting (GPU-sized)
     rtrl copy --run-dir runs/copy-rtrl --resume
+    rtrl train                                 # R2AC with an exact-RTRL core on a small memory task
+    rtrl train --env popgym-RepeatPreviousEasy-v0 --core lstm --unroll 20
+    rtrl eval runs/rtrl-Recall-v0-rtrl-elstm-M10-s0
+    rtrl plot runs/A runs/B --out curves.png
 """
 
 from __future__ import annotations
@@ -49,16 +53,69 @@ def _run_copy(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    from rtrl.rl.agent import CORES
+    from rtrl.rl.envs import ENV_NAMES
+    from rtrl.rl.train import PRESETS, TrainConfig
+
+    p = sub.add_parser("train", help="train an R2AC agent (IMPALA + V-trace, exact-RTRL core)",
+                       description="Train an R2AC agent. Environments: " + ", ".join(ENV_NAMES))
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="named preset (default: small)")
+    p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: rtrl-elstm)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "core":
+            continue
+        kind = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                       help=f"default: the preset's ({f.default} in 'small')")
+    p.add_argument("--run-dir", help="run folder (default: runs/<env>-<core>-M<unroll>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_train)
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on held-out seeds (greedy and sampled)")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, default=100)
+    e.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+    e.set_defaults(func=lambda a: _print(__import__("rtrl.rl.train", fromlist=["x"]).evaluate_run(
+        a.run_dir, a.episodes, a.checkpoint)))
+
+    q = sub.add_parser("plot", help="learning curves of several runs in one PNG")
+    q.add_argument("run_dirs", nargs="+")
+    q.add_argument("--out", default="curves.png")
+    q.add_argument("--metric", default="mean_return")
+    q.set_defaults(func=lambda a: _print({"plot": str(__import__("rtrl.rl.plot", fromlist=["x"]).plot_runs(
+        a.run_dirs, a.out, a.metric))}))
+
+
+def _print(obj) -> int:
+    print(json.dumps(obj, indent=2))
+    return 0
+
+
+def _run_train(args) -> int:
+    from rtrl.rl.train import PRESETS, train
+
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in {f.name for f in dataclasses.fields(PRESETS["small"])} and v is not None}
+    cfg = dataclasses.replace(PRESETS[args.preset], **overrides)
+    cfg.validate()
+    run_dir = args.run_dir or f"runs/{cfg.env}-{cfg.core}-M{cfg.unroll}-s{cfg.seed}"
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    return _print(train(cfg, run_dir, resume=args.resume, progress=not args.no_progress))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rtrl", description="Exact Real-Time Recurrent Learning: "
                                      "experiments from the command line. Each subcommand has its own --help.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_copy(sub)
+    _add_train(sub)
     args = parser.parse_args(argv)
     tune_cpu_allocator()
     try:
         return args.func(args)
-    except (ValueError, RunError, FloatingPointError) as e:
+    except (ValueError, RunError, FloatingPointError, FileNotFoundError, ImportError) as e:
         print(f"rtrl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

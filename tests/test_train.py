@@ -1,0 +1,64 @@
+"""R2AC end to end: real environments, real training, run folders, resume, actor processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rtrl.cli import main
+from rtrl.rl.train import TrainConfig, evaluate_run, train
+from rtrl.runs import RunError
+
+# Recall (delay 3): the cue must be remembered for 4 steps. A memoryless policy's expected return
+# is 0; a perfect one gets 1. Measured: the RTRL core reaches 1.0 greedy in ~30k frames.
+SMALL = dict(env="rtrl-Recall-v0", total_frames=30_000, eval_episodes=50, log_every=10, checkpoint_every=50)
+
+
+def test_rtrl_core_learns_to_remember_where_feedforward_cannot(tmp_path):
+    rtrl = train(TrainConfig(core="rtrl-elstm", **SMALL), tmp_path / "rtrl", progress=False)
+    ff = train(TrainConfig(core="none", **SMALL), tmp_path / "ff", progress=False)
+    assert rtrl["eval"]["greedy"]["mean"] > 0.8, rtrl
+    assert ff["eval"]["greedy"]["mean"] < 0.4, ff  # guessing: 0 in expectation
+    for name in ("config.json", "metrics.csv", "result.json", "eval.json", "curve.png", "checkpoints/latest.pt"):
+        assert (tmp_path / "rtrl" / name).is_file(), name
+
+
+def test_resume_continues_updates_and_frames(tmp_path):
+    cfg = TrainConfig(core="rtrl-elstm", **dict(SMALL, total_frames=3200, eval_episodes=0))
+    first = train(cfg, tmp_path / "run", progress=False)
+    assert first["updates"] == 20
+    with pytest.raises(RunError, match="--resume"):
+        train(cfg, tmp_path / "run", progress=False)
+    second = train(TrainConfig(**{**cfg.__dict__, "total_frames": 6400}), tmp_path / "run", resume=True,
+                   progress=False)
+    assert second["updates"] == 40 and second["frames"] == 6400
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "run/metrics.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 6400
+
+
+def test_actor_processes_feed_the_learner(tmp_path):
+    cfg = TrainConfig(core="rtrl-elstm", num_actors=2, batch_rollouts=2, num_envs=4,
+                      **dict(SMALL, total_frames=1600, eval_episodes=0))
+    result = train(cfg, tmp_path / "async", progress=False)
+    assert result["frames"] == 1600 and result["updates"] == 20
+    ev = evaluate_run(tmp_path / "async", episodes=8)
+    assert set(ev) >= {"greedy", "sampled"}
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["train", "--env", "no-such-env", "--run-dir", str(tmp_path / "a")]) == 2
+    assert "unknown environment" in capsys.readouterr().err
+    assert main(["train", "--unroll", "0", "--run-dir", str(tmp_path / "b")]) == 2
+    assert "unroll length M must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--core", "transformer"])
+    run = tmp_path / "c"
+    train(TrainConfig(**dict(SMALL, total_frames=160, eval_episodes=0)), run, progress=False)
+    (run / "checkpoints/latest.pt").write_bytes(b"garbage")
+    assert main(["eval", str(run)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(run), "--resume", "--total-frames", "320"]) == 2
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    json.loads((run / "config.json").read_text())  # the run folder itself is intact
