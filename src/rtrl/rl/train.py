@@ -63,6 +63,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # updates
     log_every: int = 20  # updates
     eval_episodes: int = 100
+    threads: int = 1  # torch threads of the learner process (0 = torch's default); small models run best on 1
 
     def validate(self) -> None:
         if self.core not in CORES:
@@ -73,6 +74,8 @@ class TrainConfig:
                      "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.num_actors < 0:
             raise ValueError(f"num_actors must be >= 0 (0 = synchronous), got {self.num_actors}")
         if self.num_actors and self.batch_rollouts > self.num_actors:
@@ -233,12 +236,14 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
     from rtrl.rl.envs import make_env
 
     cfg.validate()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     probe = make_env(cfg.env, 1, seed=cfg.seed)
     agent = build_agent(cfg, probe)
     probe.close()
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
-    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames",)) if run_dir else None
+    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads")) if run_dir else None
     counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
     if run is not None and resume:
         ckpt = run.latest("r2ac")
