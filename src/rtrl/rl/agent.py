@@ -111,10 +111,14 @@ class MLPStem(nn.Module):
 
 
 class Agent(nn.Module):
-    """Encoder, core and heads. ``obs_shape`` of 3 dims is read as pixels ``(C, H, W)``."""
+    """Encoder, core and heads. ``obs_shape`` of 3 dims is read as pixels ``(C, H, W)``.
+
+    ``forget_bias`` is added to the eLSTM forget gate's bias at init (0 in the paper): a positive
+    value makes the untrained state keep information longer.
+    """
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-elstm",
-                 hidden_size: int = 128, encoder_width: int = 64) -> None:
+                 hidden_size: int = 128, encoder_width: int = 64, forget_bias: float = 0.0) -> None:
         super().__init__()
         if core not in CORES:
             raise ValueError(f"unknown core {core!r}; choose one of {CORES}")
@@ -129,9 +133,9 @@ class Agent(nn.Module):
             raise ValueError(f"observations must be flat vectors (D,) or pixels (C, H, W), got shape {obs_shape}")
         d = self.stem.out_features + 1
         if core == "rtrl-elstm":
-            self.core = ELSTM(d, hidden_size, learning="rtrl")
+            self.core = ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
         elif core == "tbptt-elstm":
-            self.core = ELSTM(d, hidden_size, learning="bptt")
+            self.core = ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)
         else:

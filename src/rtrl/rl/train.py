@@ -44,6 +44,7 @@ class TrainConfig:
     core: str = "rtrl-elstm"
     hidden_size: int = 64
     encoder_width: int = 64
+    forget_bias: float = 0.0  # eLSTM cores only
     unroll: int = 10  # M: steps per rollout; 1 = fully online R2AC
     num_envs: int = 16  # streams per actor
     num_actors: int = 0  # 0 = synchronous, in-process
@@ -108,7 +109,7 @@ PRESETS = {
 
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
-    return Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width)
+    return Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias)
 
 
 class ActorLoop:
