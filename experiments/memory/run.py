@@ -1,7 +1,7 @@
 """R2AC on small memory tasks: RTRL-eLSTM vs TBPTT-eLSTM (short and long M) vs LSTM vs feedforward.
 
     python experiments/memory/run.py                       # 2 tasks x 5 agents x 3 seeds, 2 runs at a time
-    python experiments/memory/run.py --seeds 0 --frames 20000   # smoke run
+    python experiments/memory/run.py --seeds 0 --frames 20000 --out runs/smoke   # smoke run
 
 Each run is an `rtrl train` process with its own run folder under --out (finished runs are
 reused, so re-running resumes the sweep). Writes docs/memory_table.md and docs/memory.png. The
@@ -21,6 +21,7 @@ from pathlib import Path
 TASKS = ["rtrl-Recall-v0", "rtrl-Recall6-v0"]
 AGENTS = [  # label, core, M
     ("RTRL eLSTM, M=10", "rtrl-elstm", 10),
+    ("RTRL eLSTM, M=3", "rtrl-elstm", 3),
     ("TBPTT eLSTM, M=10", "tbptt-elstm", 10),
     ("TBPTT eLSTM, M=3", "tbptt-elstm", 3),
     ("LSTM (TBPTT), M=10", "lstm", 10),
@@ -43,7 +44,7 @@ def run_one(out: Path, env: str, core: str, m: int, seed: int, frames: int) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--frames", type=int, default=60_000)
+    ap.add_argument("--frames", type=int, default=200_000)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/memory"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
@@ -61,7 +62,7 @@ def main() -> None:
             cells.append(f"{statistics.mean(g):.2f} ± {statistics.pstdev(g):.2f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cmd = "python experiments/memory/run.py" + ("" if args.seeds == [0, 1, 2] else f" --seeds {' '.join(map(str, args.seeds))}") \
-        + ("" if args.frames == 60_000 else f" --frames {args.frames}")
+        + ("" if args.frames == 200_000 else f" --frames {args.frames}")
     args.docs.mkdir(exist_ok=True)
     (args.docs / "memory_table.md").write_text(
         f"Made by `{cmd}` ({args.frames:,} frames per run; greedy return on held-out seeds, mean ± std over "
