@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rtrl.checks import check_segment
 from rtrl.exact import RecurrentState
 
 __all__ = ["DenseRTRLRNN", "DenseRTRLLSTM", "DenseSensitivities"]
@@ -220,64 +221,12 @@ class _DenseRTRL(nn.Module):
 
     def _check_inputs(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor]) -> None:
         name = type(self).__name__
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"{name} expects x of shape (T, B, input_size), got {shape}; "
-                "add a time dimension with x.unsqueeze(0) for a single step"
-            )
-        T, B, D = x.shape
-        if D != self.input_size:
-            raise ValueError(f"{name} was built for input_size={self.input_size}, got x with last dim {D}")
-        if T == 0 or B == 0:
-            raise ValueError(f"{name} got an empty segment x of shape {tuple(x.shape)}")
-        w = self.weight_ih
-        if x.dtype != w.dtype or x.device != w.device:
-            raise ValueError(
-                f"x is {x.dtype} on {x.device} but {name}'s parameters are {w.dtype} on "
-                f"{w.device}; move one of them with .to()"
-            )
-        if not isinstance(state, RecurrentState):
-            raise TypeError(
-                f"state must be a RecurrentState (from {name}.initial_state), got {type(state).__name__}"
-            )
-        if state.c.shape != (B, self.state_size):
-            raise ValueError(
-                f"state.c has shape {tuple(state.c.shape)} but x needs (B={B}, {self.state_size}); "
-                "the state and the input must hold the same streams"
-            )
-        tensors = [state.c]
-        if state.sensitivities is not None:
-            if not isinstance(state.sensitivities, DenseSensitivities):
-                raise TypeError(
-                    f"state.sensitivities must be DenseSensitivities (from {name}.initial_state), "
-                    f"got {type(state.sensitivities).__name__}"
-                )
-            expected = (B, *self.sensitivity_shape)
-            if state.sensitivities.state.shape != expected:
-                raise ValueError(
-                    f"state.sensitivities.state has shape {tuple(state.sensitivities.state.shape)}, "
-                    f"expected {expected}"
-                )
-            tensors.append(state.sensitivities.state)
-        for s in tensors:
-            if s.dtype != x.dtype or s.device != x.device:
-                raise ValueError(
-                    f"state is {s.dtype} on {s.device} but x is {x.dtype} on {x.device}; "
-                    "use state.map(lambda t: t.to(x)) or a fresh initial_state"
-                )
-        if reset is not None:
-            if not isinstance(reset, Tensor) or reset.dtype != torch.bool:
-                raise ValueError("reset must be a bool tensor of shape (T, B), True where an episode starts")
-            if reset.shape != (T, B):
-                raise ValueError(f"reset has shape {tuple(reset.shape)}, expected (T, B) = {(T, B)}")
-            if reset.device != x.device:
-                raise ValueError(f"reset is on {reset.device} but x is on {x.device}")
-        if not torch.isfinite(x).all():
-            raise ValueError(
-                f"x holds NaN or Inf values; {name} refuses them, since they would poison the "
-                "carried state and sensitivities for the rest of the stream"
-            )
+        if isinstance(state, RecurrentState) and state.sensitivities is not None \
+                and not isinstance(state.sensitivities, DenseSensitivities):
+            raise TypeError(f"state.sensitivities must be DenseSensitivities (from {name}.initial_state), "
+                            f"got {type(state.sensitivities).__name__}")
+        check_segment(name, x, self.input_size, self.weight_ih, state, self.state_size,
+                      [self.sensitivity_shape], reset)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"

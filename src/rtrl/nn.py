@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rtrl.checks import check_segment
 from rtrl.cells import DiagonalLinearCell, ELSTMCell, ElementwiseCell
 from rtrl.exact import RecurrentState, Sensitivities, exact_rtrl, scan
 
@@ -111,47 +112,11 @@ class ElementwiseRNN(nn.Module):
 
     def _check_inputs(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor]) -> None:
         name = type(self).__name__
-        if x.dim() != 3:
-            raise ValueError(f"{name} expects x of shape (T, B, input_size), got {tuple(x.shape)}; "
-                             "add a time dimension with x.unsqueeze(0) for a single step")
-        T, B, D = x.shape
-        if D != self.input_size:
-            raise ValueError(f"{name} was built for input_size={self.input_size}, got x with last dim {D}")
-        if T == 0 or B == 0:
-            raise ValueError(f"{name} got an empty segment x of shape {tuple(x.shape)}")
-        w = self.cell.weight_ih
-        if x.dtype != w.dtype or x.device != w.device:
-            raise ValueError(f"x is {x.dtype} on {x.device} but {name}'s parameters are {w.dtype} on "
-                             f"{w.device}; move one of them with .to()")
-        if not isinstance(state, RecurrentState):
-            raise TypeError(f"state must be a RecurrentState (from {name}.initial_state), got {type(state).__name__}")
-        tensors = [state.c] + (list(state.sensitivities) if state.sensitivities is not None else [])
-        for s in tensors:
-            if s.dtype != x.dtype or s.device != x.device:
-                raise ValueError(f"state is {s.dtype} on {s.device} but x is {x.dtype} on {x.device}; "
-                                 "use state.map(lambda t: t.to(x)) or a fresh initial_state")
-        if state.c.shape != (B, self.hidden_size):
-            raise ValueError(f"state.c has shape {tuple(state.c.shape)} but x needs (B={B}, hidden_size="
-                             f"{self.hidden_size}); the state and the input must hold the same streams")
-        if state.sensitivities is not None and self.learning != "rtrl":
+        if isinstance(state, RecurrentState) and state.sensitivities is not None and self.learning != "rtrl":
             raise ValueError(f"the state carries RTRL sensitivities but {name} learns by {self.learning!r}; "
                              "use initial_state() of this module")
-        if state.sensitivities is not None:
-            expected = Sensitivities.zeros(self.cell, 0, device="meta")
-            for field, s, e in zip(Sensitivities._fields, state.sensitivities, expected):
-                if s.shape != (B,) + e.shape[1:]:
-                    raise ValueError(f"state.sensitivities.{field} has shape {tuple(s.shape)}, expected "
-                                     f"{(B,) + tuple(e.shape[1:])}")
-        if reset is not None:
-            if not isinstance(reset, Tensor) or reset.dtype != torch.bool:
-                raise ValueError("reset must be a bool tensor of shape (T, B), True where an episode starts")
-            if reset.shape != (T, B):
-                raise ValueError(f"reset has shape {tuple(reset.shape)}, expected (T, B) = {(T, B)}")
-            if reset.device != x.device:
-                raise ValueError(f"reset is on {reset.device} but x is on {x.device}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"x holds NaN or Inf values; {name} refuses them, since they would poison the "
-                             "carried state and sensitivities for the rest of the stream")
+        shapes = [e.shape[1:] for e in Sensitivities.zeros(self.cell, 0, device="meta")]
+        check_segment(name, x, self.input_size, self.cell.weight_ih, state, self.hidden_size, shapes, reset)
 
 
 class ELSTM(ElementwiseRNN):

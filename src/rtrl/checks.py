@@ -1,0 +1,57 @@
+"""Input checks shared by every recurrent layer: an error that names the problem and the fix."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from rtrl.exact import RecurrentState
+
+
+def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: RecurrentState,
+                  state_width: int, sensitivity_shapes: Optional[Sequence[tuple[int, ...]]],
+                  reset: Optional[Tensor]) -> None:
+    """Validate one segment's inputs for layer ``name``.
+
+    ``x (T, B, input_size)`` must match ``weight``'s dtype and device; ``state.c`` must be
+    ``(B, state_width)``; ``state.sensitivities``' fields, if any, ``(B, *shape)`` for the shapes in
+    ``sensitivity_shapes``; ``reset`` a bool ``(T, B)`` mask; ``x`` finite.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} expects x of shape (T, B, input_size), got {shape}; "
+                         "add a time dimension with x.unsqueeze(0) for a single step")
+    T, B, D = x.shape
+    if D != input_size:
+        raise ValueError(f"{name} was built for input_size={input_size}, got x with last dim {D}")
+    if T == 0 or B == 0:
+        raise ValueError(f"{name} got an empty segment x of shape {tuple(x.shape)}")
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise ValueError(f"x is {x.dtype} on {x.device} but {name}'s parameters are {weight.dtype} on "
+                         f"{weight.device}; move one of them with .to()")
+    if not isinstance(state, RecurrentState):
+        raise TypeError(f"state must be a RecurrentState (from {name}.initial_state), got {type(state).__name__}")
+    tensors = [state.c] + (list(state.sensitivities) if state.sensitivities is not None else [])
+    for s in tensors:
+        if s.dtype != x.dtype or s.device != x.device:
+            raise ValueError(f"state is {s.dtype} on {s.device} but x is {x.dtype} on {x.device}; "
+                             "use state.map(lambda t: t.to(x)) or a fresh initial_state")
+    if state.c.shape != (B, state_width):
+        raise ValueError(f"state.c has shape {tuple(state.c.shape)} but x needs (B={B}, {state_width}); "
+                         "the state and the input must hold the same streams")
+    if state.sensitivities is not None and sensitivity_shapes is not None:
+        for field, s, shape in zip(state.sensitivities._fields, state.sensitivities, sensitivity_shapes):
+            if s.shape != (B, *shape):
+                raise ValueError(f"state.sensitivities.{field} has shape {tuple(s.shape)}, expected {(B, *shape)}")
+    if reset is not None:
+        if not isinstance(reset, Tensor) or reset.dtype != torch.bool:
+            raise ValueError("reset must be a bool tensor of shape (T, B), True where an episode starts")
+        if reset.shape != (T, B):
+            raise ValueError(f"reset has shape {tuple(reset.shape)}, expected (T, B) = {(T, B)}")
+        if reset.device != x.device:
+            raise ValueError(f"reset is on {reset.device} but x is on {x.device}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"x holds NaN or Inf values; {name} refuses them, since they would poison the "
+                         "carried state and sensitivities for the rest of the stream")
