@@ -62,3 +62,33 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["train", "--run-dir", str(run), "--resume", "--total-frames", "320"]) == 2
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     json.loads((run / "config.json").read_text())  # the run folder itself is intact
+
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rtrl.runs import load_checkpoint
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--total-frames", "10000000", "--checkpoint-every",
+           "100000", "--log-every", "5", "--run-dir", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.csv").exists()
+                                           and len((run / "metrics.csv").read_text().splitlines()) > 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    ckpt = load_checkpoint(run / "checkpoints/latest.pt", "r2ac")  # saved at the interrupt, not at 100000 updates
+    updates = ckpt["learner"]["updates"]
+    assert updates >= 10
+    result = train(TrainConfig(**{**TrainConfig().__dict__, "total_frames": ckpt["step"] + 1600,
+                                  "checkpoint_every": 100000, "log_every": 5, "eval_episodes": 0}),
+                   run, resume=True, progress=False)
+    assert result["updates"] == updates + 10

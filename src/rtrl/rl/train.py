@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
     agent = build_agent(cfg, probe)
     probe.close()
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
-    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads")) if run_dir else None
+    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every")) if run_dir else None
     counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
     if run is not None and resume:
         ckpt = run.latest("r2ac")
@@ -265,6 +265,11 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
     t_start, frames_at_log, t_log = time.perf_counter() - counters["wall"], counters["frames"], time.perf_counter()
+    def save() -> None:
+        counters["wall"] = time.perf_counter() - t_start
+        run.save(dict(step=counters["frames"], agent=agent.state_dict(), learner=learner.state_dict(),
+                      torch_rng=torch.get_rng_state(), counters=dict(counters)), "r2ac")
+
     try:
         while counters["frames"] < cfg.total_frames:
             if actors is None:
@@ -296,9 +301,11 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
                 run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=fps,
                         updates=learner.updates, **stats)
             if run is not None and (learner.updates % cfg.checkpoint_every == 0 or last):
-                counters["wall"] = time.perf_counter() - t_start
-                run.save(dict(step=counters["frames"], agent=agent.state_dict(), learner=learner.state_dict(),
-                              torch_rng=torch.get_rng_state(), counters=dict(counters)), "r2ac")
+                save()
+    except KeyboardInterrupt:
+        if run is not None:  # Ctrl-C loses nothing: the state after the last finished update
+            save()
+        raise
     finally:
         bar.close()
         if actors is not None:
