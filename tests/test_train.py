@@ -92,3 +92,12 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
                                   "checkpoint_every": 100000, "log_every": 5, "eval_episodes": 0}),
                    run, resume=True, progress=False)
     assert result["updates"] == updates + 10
+
+
+def test_full_episode_bptt_core(tmp_path):
+    # Recall episodes last delay + 2 = 5 steps: one rollout of M = 5 is one whole episode
+    result = train(TrainConfig(core="bptt-elstm", unroll=5, **dict(SMALL, eval_episodes=20)), tmp_path / "ok",
+                   progress=False)
+    assert result["eval"]["greedy"]["mean"] > 0.8, result
+    with pytest.raises(ValueError, match="exactly one episode"):
+        train(TrainConfig(core="bptt-elstm", unroll=4, **dict(SMALL, total_frames=640)), None, progress=False)

@@ -24,12 +24,19 @@ AGENTS = [  # label, core, M
     ("RTRL eLSTM, M=3", "rtrl-elstm", 3),
     ("TBPTT eLSTM, M=10", "tbptt-elstm", 10),
     ("TBPTT eLSTM, M=3", "tbptt-elstm", 3),
+    ("full-episode BPTT eLSTM, M=episode", "bptt-elstm", 0),  # 0: M = the episode length
     ("LSTM (TBPTT), M=10", "lstm", 10),
     ("feedforward, M=10", "none", 10),
 ]
 
 
+def episode_length(env: str) -> int:
+    delay = env.removeprefix("rtrl-Recall").removesuffix("-v0")
+    return (int(delay) if delay else 3) + 2
+
+
 def run_one(out: Path, env: str, core: str, m: int, seed: int, frames: int) -> dict:
+    m = m or episode_length(env)
     run_dir = out / f"{env}-{core}-M{m}-s{seed}"
     if not (run_dir / "result.json").exists():
         cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--unroll", str(m),
@@ -80,7 +87,7 @@ def main() -> None:
     for ax, env in zip(axes[0], TASKS):
         for i, (label, core, m) in enumerate(AGENTS):
             for s in args.seeds:
-                with open(args.out / f"{env}-{core}-M{m}-s{s}" / "metrics.csv") as f:
+                with open(args.out / f"{env}-{core}-M{m or episode_length(env)}-s{s}" / "metrics.csv") as f:
                     rows = list(csv.DictReader(f))
                 ax.plot([float(r["step"]) for r in rows], [float(r["mean_return"]) for r in rows], color=f"C{i}",
                         alpha=0.7, label=label if s == args.seeds[0] else None)

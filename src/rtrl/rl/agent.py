@@ -5,6 +5,7 @@
     logits_t, value_t = heads(y_t)
 
 Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT within the segment),
+``bptt-elstm`` (eLSTM, BPTT over whole episodes: each rollout must be exactly one episode),
 ``lstm`` (``nn.LSTM`` weights, BPTT within the segment) and ``none`` (feedforward). Every core has
 the same API as :class:`rtrl.nn.ELSTM` and a :class:`rtrl.exact.RecurrentState` whose tensors
 are batch first, so the learner can keep one slot per stream for any of them.
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from rtrl.exact import RecurrentState
 from rtrl.nn import ELSTM
 
-CORES = ("rtrl-elstm", "tbptt-elstm", "lstm", "none")
+CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "lstm", "none")
 
 
 class ResettableLSTM(nn.Module):
@@ -134,7 +135,7 @@ class Agent(nn.Module):
         d = self.stem.out_features + 1
         if core == "rtrl-elstm":
             self.core = ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
-        elif core == "tbptt-elstm":
+        elif core in ("tbptt-elstm", "bptt-elstm"):
             self.core = ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)

@@ -113,6 +113,9 @@ class Learner:
         returns the statistics and the state after the segment (not stored yet)."""
         r.check(self.num_streams)
         cfg, agent, M = self.cfg, self.agent, r.length
+        if agent.core_name == "bptt-elstm" and not (r.done[0].all() and r.done[M].all()):
+            raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
+                             "exactly one episode; set --unroll to the (fixed) episode length")
         state0 = self.bank.map(lambda t: t[r.streams]) if self.bank is not None else r.state.detach()
         logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0)
         with torch.no_grad():  # the bootstrap V(obs[M]) is a target: no gradient, no sensitivities
