@@ -49,6 +49,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 ENV_NAMES: tuple[str, ...] = (
+    "ALE/<Game>-v5",
     "rtrl-Recall-v0",
     "rtrl-Recall<delay>-v0",
     "popgym-<Task><Easy|Medium|Hard>-v0",
@@ -103,10 +104,13 @@ class VecEnv:
         if not self._started:
             raise RuntimeError(f"{self.name}: call reset(seed) before step()")
         actions = self._check_actions(actions)
-        obs, reward, done = self._step(actions)
+        obs, reward, done, *scored = self._step(actions)
+        # ``_step`` may return a 4th array: where the *scored* episode ends, when that differs from
+        # ``done`` (Atari training: ``done`` at each life lost, the score counts whole games)
+        ends = scored[0] if scored else done
         self._ep_return += reward
         self._ep_length += 1
-        for i in np.flatnonzero(done):
+        for i in np.flatnonzero(ends):
             self._finished.append((float(self._ep_return[i]), int(self._ep_length[i])))
             self._ep_return[i] = 0.0
             self._ep_length[i] = 0
@@ -399,8 +403,11 @@ def _make_minigrid(name: str, num_envs: int) -> VecEnv:
     return GymVecEnv(name, envs, _minigrid_encoder(e.observation_space), _action_decoder(e.action_space))
 
 
-def make_env(name: str, num_envs: int, seed: int = 0) -> VecEnv:
+def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) -> VecEnv:
     """A :class:`VecEnv` of ``num_envs`` copies of ``name`` (see ``ENV_NAMES``).
+
+    ``evaluation=True`` asks for the evaluation variant where one exists: for Atari, whole games
+    (no episode end at a lost life).
 
     ``seed`` only names the default for the caller's first ``reset(seed)``; the envs are seeded
     by ``reset`` (env ``i`` with ``seed + i``), nothing is random before it.
@@ -418,6 +425,10 @@ def make_env(name: str, num_envs: int, seed: int = 0) -> VecEnv:
         env = _make_popgym(name, num_envs)
     elif name.startswith("MiniGrid-"):
         env = _make_minigrid(name, num_envs)
+    elif name.startswith("ALE/"):
+        from rtrl.rl.atari import AtariVecEnv
+
+        env = AtariVecEnv(name, num_envs, episodic_life=not evaluation)
     else:
         raise ValueError(f"unknown environment {name!r}; supported families: {', '.join(ENV_NAMES)}")
     env.default_seed = int(seed)

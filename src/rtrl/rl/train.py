@@ -106,6 +106,10 @@ PRESETS = {
     "paper": TrainConfig(hidden_size=512, unroll=100, num_envs=1, num_actors=32, batch_rollouts=32, lr=6e-4,
                          total_frames=100_000_000, checkpoint_every=1000, log_every=100),
 }
+# The paper's five Atari games (its Table 2): N = 256, M = 50, 200 M steps, RMSProp 6e-4, 32 actors.
+for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
+    PRESETS[f"atari-{_game}"] = dataclasses.replace(PRESETS["paper"], env=f"ALE/{_game}-v5", hidden_size=256,
+                                                    unroll=50, total_frames=200_000_000, eval_episodes=30)
 
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
@@ -332,7 +336,7 @@ def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, greedy: bool
     """Returns of the first ``episodes`` episodes, the core's state carried through each episode."""
     from rtrl.rl.envs import make_env
 
-    env = make_env(env_name, min(num_envs, episodes), seed=seed)
+    env = make_env(env_name, min(num_envs, episodes), seed=seed, evaluation=True)  # Atari: whole games
     loop = ActorLoop(env, agent, 1, 0, seed)
     returns: list[float] = []
     while len(returns) < episodes:
