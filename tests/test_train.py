@@ -101,3 +101,20 @@ def test_full_episode_bptt_core(tmp_path):
     assert result["eval"]["greedy"]["mean"] > 0.8, result
     with pytest.raises(ValueError, match="exactly one episode"):
         train(TrainConfig(core="bptt-elstm", unroll=4, **dict(SMALL, total_frames=640)), None, progress=False)
+
+
+def test_load_and_freeze_the_stem(tmp_path):
+    import torch
+
+    from rtrl.runs import load_checkpoint
+
+    base = dict(SMALL, total_frames=1600, eval_episodes=0)
+    train(TrainConfig(core="tbptt-elstm", **base), tmp_path / "pre", progress=False)
+    train(TrainConfig(core="rtrl-elstm", load_stem=str(tmp_path / "pre"), freeze_stem=True, **base),
+          tmp_path / "main", progress=False)
+    pre = load_checkpoint(tmp_path / "pre/checkpoints/latest.pt", "r2ac")["agent"]
+    main_ = load_checkpoint(tmp_path / "main/checkpoints/latest.pt", "r2ac")["agent"]
+    stem = [k for k in pre if k.startswith("stem.")]
+    assert stem and all(torch.equal(pre[k], main_[k]) for k in stem)  # loaded, then kept fixed
+    with pytest.raises(ValueError, match="does not fit"):
+        train(TrainConfig(encoder_width=8, load_stem=str(tmp_path / "pre"), **base), None, progress=False)

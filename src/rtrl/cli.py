@@ -65,9 +65,11 @@ def _add_train(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "core":
             continue
-        kind = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                       help=f"default: the preset's ({f.default} in 'small')")
+        flag, hint = "--" + f.name.replace("_", "-"), f"default: the preset's ({f.default} in 'small')"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=hint)
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=hint)
     p.add_argument("--run-dir", help="run folder (default: runs/<env>-<core>-M<unroll>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--no-progress", action="store_true")

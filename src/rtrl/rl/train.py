@@ -65,6 +65,8 @@ class TrainConfig:
     log_every: int = 20  # updates
     eval_episodes: int = 100
     threads: int = 1  # torch threads of the learner process (0 = torch's default); small models run best on 1
+    load_stem: str = ""  # a run folder or checkpoint whose stem (encoder) initialises this agent's
+    freeze_stem: bool = False  # keep the stem fixed (the paper's DMLab recipe: pretrain with TBPTT, freeze)
 
     def validate(self) -> None:
         if self.core not in CORES:
@@ -113,7 +115,23 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
 
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
-    return Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias)
+    agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias)
+    if cfg.freeze_stem:
+        agent.stem.requires_grad_(False)
+    return agent
+
+
+def load_stem(agent: Agent, source: str | Path) -> None:
+    """Copy the stem's weights from a run folder (its latest checkpoint) or a checkpoint file."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt"
+    saved = load_checkpoint(path, "r2ac")["agent"]
+    stem = {k[len("stem."):]: v for k, v in saved.items() if k.startswith("stem.")}
+    own = agent.stem.state_dict()
+    if stem.keys() != own.keys() or any(stem[k].shape != own[k].shape for k in own):
+        raise ValueError(f"the stem in {path} does not fit this agent (observations or encoder size differ)")
+    agent.stem.load_state_dict(stem)
 
 
 class ActorLoop:
@@ -247,6 +265,8 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
     probe = make_env(cfg.env, 1, seed=cfg.seed)
     agent = build_agent(cfg, probe)
     probe.close()
+    if cfg.load_stem:
+        load_stem(agent, cfg.load_stem)  # a resumed run then overwrites it with its own checkpoint
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
     run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every")) if run_dir else None
     counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
