@@ -54,6 +54,7 @@ ENV_NAMES: tuple[str, ...] = (
     "rtrl-Recall<delay>-v0",
     "popgym-<Task><Easy|Medium|Hard>-v0",
     "MiniGrid-*",
+    "MemoryGym-<MortarMayhem|MysteryPath|SearingSpotlights>[-Grid]-v0",
 )
 """The supported families of names, as patterns (see the module docstring)."""
 
@@ -306,15 +307,19 @@ class GymVecEnv(VecEnv):
     ``prev_action=True`` appends the one-hot of the previous flat action to each observation
     (zeros on an episode's first observation)."""
 
-    def __init__(self, name: str, envs: list, encoder: tuple[int, Encoder],
-                 decoder: tuple[int, Callable[[int], Any]], prev_action: bool = False) -> None:
+    def __init__(self, name: str, envs: list, encoder: tuple[int | tuple[int, ...], Encoder],
+                 decoder: tuple[int, Callable[[int], Any]], prev_action: bool = False,
+                 obs_dtype: Any = np.float32) -> None:
         self.name = name
         self.num_envs = len(envs)
         self._envs = envs
         (obs_dim, self._encode), (self.num_actions, self._decode) = encoder, decoder
         self._prev_action = prev_action
-        self.obs_shape = (obs_dim + (self.num_actions if prev_action else 0),)
-        self.obs_dtype = np.dtype(np.float32)
+        if isinstance(obs_dim, int):
+            self.obs_shape = (obs_dim + (self.num_actions if prev_action else 0),)
+        else:  # pixels, (C, H, W)
+            self.obs_shape = tuple(obs_dim)
+        self.obs_dtype = np.dtype(obs_dtype)
         self._closed = False
         super().__init__()
 
@@ -325,14 +330,14 @@ class GymVecEnv(VecEnv):
             out[i, enc.shape[0] + action] = 1.0
 
     def _reset(self, seed: int) -> np.ndarray:
-        obs = np.zeros((self.num_envs, *self.obs_shape), np.float32)
+        obs = np.zeros((self.num_envs, *self.obs_shape), self.obs_dtype)
         for i, env in enumerate(self._envs):
             o, _ = env.reset(seed=seed + i)
             self._put(obs, i, o, None)
         return obs
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs = np.zeros((self.num_envs, *self.obs_shape), np.float32)
+        obs = np.zeros((self.num_envs, *self.obs_shape), self.obs_dtype)
         reward = np.zeros(self.num_envs, np.float32)
         done = np.zeros(self.num_envs, bool)
         for i, env in enumerate(self._envs):
@@ -403,6 +408,26 @@ def _make_minigrid(name: str, num_envs: int) -> VecEnv:
     return GymVecEnv(name, envs, _minigrid_encoder(e.observation_space), _action_decoder(e.action_space))
 
 
+def _make_memory_gym(name: str, num_envs: int) -> VecEnv:
+    """Memory Gym (Mortar Mayhem, Mystery Path, Searing Spotlights): 84×84 RGB, as (3, 84, 84) uint8."""
+    import os
+
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame: no sound card, no screen
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    _import("memory_gym", "memory-gym --no-deps  (it also needs pygame-ce, which minigrid brings)", name)
+    import gymnasium as gym
+
+    env_id = name.removeprefix("MemoryGym-")
+    if env_id not in gym.registry:
+        known = sorted(k for k in gym.registry if any(t in k for t in ("Mortar", "Mystery", "Searing")))
+        raise ValueError(f"unknown Memory Gym environment {name!r}; known: "
+                         + ", ".join("MemoryGym-" + k for k in known))
+    envs = [gym.make(env_id, disable_env_checker=True) for _ in range(num_envs)]
+    h, w, c = envs[0].observation_space.shape
+    encoder = ((c, h, w), lambda x: np.ascontiguousarray(np.asarray(x, np.uint8).transpose(2, 0, 1)))
+    return GymVecEnv(name, envs, encoder, _action_decoder(envs[0].action_space), obs_dtype=np.uint8)
+
+
 def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) -> VecEnv:
     """A :class:`VecEnv` of ``num_envs`` copies of ``name`` (see ``ENV_NAMES``).
 
@@ -425,6 +450,8 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
         env = _make_popgym(name, num_envs)
     elif name.startswith("MiniGrid-"):
         env = _make_minigrid(name, num_envs)
+    elif name.startswith("MemoryGym-"):
+        env = _make_memory_gym(name, num_envs)
     elif name.startswith("ALE/"):
         from rtrl.rl.atari import AtariVecEnv
 
