@@ -1,0 +1,67 @@
+"""Raw environment steps/s per suite beside end-to-end R2AC training frames/s, in one run.
+
+    python benchmarks/env_throughput.py [--seconds 3] [--num-envs 8]
+
+For each installed suite: random actions through our VecEnv (the adapter included), then a short
+synchronous R2AC run (RTRL-eLSTM core, N = 64; the IMPALA ResNet stem for pixels) on the same
+environment. Suites whose package is missing are listed as skipped, with the install line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from rtrl.rl.envs import make_env
+from rtrl.rl.train import TrainConfig, train
+from rtrl.utils import tune_cpu_allocator
+
+SUITES = ["rtrl-Recall-v0", "popgym-RepeatPreviousEasy-v0", "MiniGrid-MemoryS7-v0", "ALE/Breakout-v5",
+          "MemoryGym-MortarMayhem-v0"]
+
+
+def env_rate(name: str, num_envs: int, seconds: float) -> float:
+    env = make_env(name, num_envs)
+    env.reset(0)
+    rng, n, t0 = np.random.default_rng(0), 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        env.step(rng.integers(0, env.num_actions, num_envs))
+        n += num_envs
+    env.close()
+    return n / (time.perf_counter() - t0)
+
+
+def train_rate(name: str, num_envs: int, frames: int) -> float:
+    cfg = TrainConfig(env=name, num_envs=num_envs, unroll=10, total_frames=frames, eval_episodes=0)
+    t0 = time.perf_counter()
+    train(cfg, None, progress=False)
+    return frames / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--num-envs", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    tune_cpu_allocator()
+    torch.set_num_threads(args.threads)
+    print(f"{args.num_envs} envs, {args.threads} torch thread(s); steps/s = agent steps (Atari: x4 emulator frames)")
+    train_rate("rtrl-Recall-v0", args.num_envs, args.num_envs * 10 * 5)  # warm-up: imports, allocator, threads
+    print(f"{'suite':>28} | {'env steps/s':>11} | {'R2AC frames/s':>13} | ratio")
+    for name in SUITES:
+        try:
+            env_fps = env_rate(name, args.num_envs, args.seconds)
+        except ImportError as e:
+            print(f"{name:>28} | skipped: {e}")
+            continue
+        frames = args.num_envs * 10 * 20  # 20 updates
+        train_fps = train_rate(name, args.num_envs, frames)
+        print(f"{name:>28} | {env_fps:11.0f} | {train_fps:13.0f} | {train_fps / env_fps:5.3f}")
+
+
+if __name__ == "__main__":
+    main()
