@@ -118,3 +118,44 @@ def test_load_and_freeze_the_stem(tmp_path):
     assert stem and all(torch.equal(pre[k], main_[k]) for k in stem)  # loaded, then kept fixed
     with pytest.raises(ValueError, match="does not fit"):
         train(TrainConfig(encoder_width=8, load_stem=str(tmp_path / "pre"), **base), None, progress=False)
+
+
+def _actor_pids(parent: int) -> list[int]:
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and "spawn_main" in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def test_a_killed_actor_is_restarted_and_training_goes_on(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--num-actors", "2", "--batch-rollouts", "1",
+           "--num-envs", "4", "--total-frames", "12000", "--eval-episodes", "0", "--log-every", "5",
+           "--run-dir", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, pids = time.time() + 120, []
+    while time.time() < deadline and not ((run / "metrics.csv").exists() and len(pids := _actor_pids(proc.pid)) == 2):
+        time.sleep(0.2)
+    assert len(pids) == 2, "actor processes not found"
+    os.kill(pids[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["actor_restarts"] >= 1 and result["frames"] >= 12000
+    assert "restarting it" in err

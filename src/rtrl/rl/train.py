@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import queue as queue_lib
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -171,15 +172,16 @@ def _cat_rollouts(rs: list[Rollout]) -> Rollout:
                    streams=torch.cat([r.streams for r in rs]), state=state)
 
 
-def _actor_process(k: int, cfg_dict: dict, shared: Agent, out_queue, stop) -> None:
+def _actor_process(k: int, cfg_dict: dict, shared: Agent, out_queue, stop, incarnation: int = 0) -> None:
     """One actor process: its own envs and a local copy of the weights, refreshed every rollout."""
     from rtrl.rl.envs import make_env
 
     torch.set_num_threads(1)
     cfg = TrainConfig(**cfg_dict)
-    env = make_env(cfg.env, cfg.num_envs, seed=cfg.seed * 10_007 + 1000 * k)
+    seed = cfg.seed * 10_007 + 1000 * k + 100 * incarnation  # a restarted actor plays new episodes
+    env = make_env(cfg.env, cfg.num_envs, seed=seed)
     local = build_agent(cfg, env)
-    loop = ActorLoop(env, local, cfg.unroll, k * cfg.num_envs, seed=cfg.seed * 10_007 + 1000 * k)
+    loop = ActorLoop(env, local, cfg.unroll, k * cfg.num_envs, seed=seed)
     while not stop.is_set():
         local.load_state_dict(shared.state_dict())
         item = (k, *loop.rollout())
@@ -193,33 +195,61 @@ def _actor_process(k: int, cfg_dict: dict, shared: Agent, out_queue, stop) -> No
 
 
 class _AsyncActors:
+    """K actor processes, a queue, the shared weights; dead actors are restarted."""
+
     def __init__(self, cfg: TrainConfig, agent: Agent) -> None:
         import torch.multiprocessing as mp
 
-        ctx = mp.get_context("spawn")
+        self.ctx = mp.get_context("spawn")
+        self.cfg = dataclasses.asdict(cfg)
         self.shared = build_agent(cfg, _EnvSpec.of(agent))
         self.shared.load_state_dict(agent.state_dict())
         self.shared.share_memory()
-        self.queue, self.stop = ctx.Queue(maxsize=2 * cfg.num_actors), ctx.Event()
-        self.procs = [ctx.Process(target=_actor_process, args=(k, dataclasses.asdict(cfg), self.shared,
-                                                               self.queue, self.stop), daemon=True)
-                      for k in range(cfg.num_actors)]
-        for p in self.procs:
-            p.start()
+        self.queue, self.stop = self.ctx.Queue(maxsize=2 * cfg.num_actors), self.ctx.Event()
+        self.procs: list = [None] * cfg.num_actors
+        self.incarnation = [0] * cfg.num_actors
+        self.restarts = 0
+        for k in range(cfg.num_actors):
+            self._spawn(k)
         self.pending: deque = deque()
 
-    def get(self, n: int) -> tuple[list[Rollout], list]:
+    def _spawn(self, k: int) -> None:
+        args = (k, self.cfg, self.shared, self.queue, self.stop, self.incarnation[k])
+        self.procs[k] = self.ctx.Process(target=_actor_process, args=args, daemon=True)
+        self.procs[k].start()
+
+    def revive(self) -> None:
+        """Restart every dead actor. Its streams begin new episodes: the first step of each has
+        ``done = True``, which zeroes that stream's state and RTRL sensitivities in the learner."""
+        for k, p in enumerate(self.procs):
+            if not p.is_alive() and not self.stop.is_set():
+                print(f"warning: actor {k} died (exit code {p.exitcode}); restarting it, its streams start "
+                      "new episodes", file=sys.stderr, flush=True)
+                self.incarnation[k] += 1
+                self.restarts += 1
+                self._spawn(k)
+
+    def get(self, n: int, timeout_s: float = 120.0) -> tuple[list[Rollout], list]:
         """``n`` rollouts of distinct actors, each actor's in the order it made them."""
         batch, actors, stats, deferred = [], set(), [], deque()
+        waited = 0.0
         while len(batch) < n:
             if self.pending:
                 item = self.pending.popleft()
             else:
                 try:
-                    item = self.queue.get(timeout=60)
+                    item = self.queue.get(timeout=1.0)
                 except queue_lib.Empty:
-                    dead = [k for k, p in enumerate(self.procs) if not p.is_alive()]
-                    raise RuntimeError(f"no rollout for 60 s; dead actors: {dead or 'none'}") from None
+                    self.revive()
+                    waited += 1.0
+                    if waited > timeout_s:
+                        raise RuntimeError(f"no rollout for {timeout_s:.0f} s although every actor is alive") from None
+                    continue
+                except (ConnectionError, EOFError, OSError) as e:
+                    # a rollout sent by an actor that died before the learner could map its shared
+                    # tensors: drop it; that actor's streams restart with new episodes anyway
+                    print(f"warning: dropped a rollout of a dead actor ({type(e).__name__})", file=sys.stderr)
+                    continue
             k, r, ep = item
             if k in actors:
                 deferred.append(item)
@@ -228,6 +258,7 @@ class _AsyncActors:
             batch.append(r)
             stats += ep
         self.pending.extendleft(reversed(deferred))
+        self.revive()
         return batch, stats
 
     def publish(self, agent: Agent) -> None:
@@ -308,7 +339,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
             try:
                 stats = learner.update(rollout)
             except NonFiniteError as e:
-                print(f"warning: {e}", flush=True)
+                print(f"warning: {e}", file=sys.stderr, flush=True)
                 if learner.skipped > 100:
                     raise
                 continue
@@ -338,6 +369,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
             env.close()
     result = dict(env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed, frames=counters["frames"],
                   updates=learner.updates, skipped_updates=learner.skipped,
+                  actor_restarts=actors.restarts if actors is not None else 0,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
                   wall_s=round(time.perf_counter() - t_start, 1))
     if run is not None:
