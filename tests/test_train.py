@@ -159,3 +159,38 @@ def test_a_killed_actor_is_restarted_and_training_goes_on(tmp_path):
     result = json.loads(out)
     assert result["actor_restarts"] >= 1 and result["frames"] >= 12000
     assert "restarting it" in err
+
+
+@pytest.mark.parametrize("delay", [1.5, 3.0])
+def test_learner_sigkill_then_resume_loses_at_most_one_interval(tmp_path, delay):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rtrl.runs import load_checkpoint
+
+    run = tmp_path / "run"
+    base = ["--total-frames", "10000000", "--checkpoint-every", "3", "--log-every", "3", "--eval-episodes", "0",
+            "--run-dir", str(run), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", "train", *base], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints/latest.pt").exists():
+        time.sleep(0.05)
+    time.sleep(delay)  # checkpoints are written every 3 updates: the kill lands anywhere, a write included
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    ckpt = load_checkpoint(run / "checkpoints/latest.pt", "r2ac")  # never a broken file
+    done = ckpt["learner"]["updates"]
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    logged = max(int(r.split(",")[header_index(run, "updates")]) for r in rows)
+    assert done > 0 and logged - done <= 3  # at most one checkpoint interval lost
+    result = train(TrainConfig(total_frames=ckpt["step"] + 480, checkpoint_every=3, log_every=3,
+                               eval_episodes=0), run, resume=True, progress=False)
+    assert result["updates"] == done + 3  # the counter continues from the checkpoint
+    assert load_checkpoint(run / "checkpoints/latest.pt", "r2ac")["counters"]["restarts"] == 1
+
+
+def header_index(run, column: str) -> int:
+    return (run / "metrics.csv").read_text().splitlines()[0].split(",").index(column)
