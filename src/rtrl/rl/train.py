@@ -68,6 +68,8 @@ class TrainConfig:
     threads: int = 1  # torch threads of the learner process (0 = torch's default); small models run best on 1
     load_stem: str = ""  # a run folder or checkpoint whose stem (encoder) initialises this agent's
     freeze_stem: bool = False  # keep the stem fixed (the paper's DMLab recipe: pretrain with TBPTT, freeze)
+    backend: str = "local"  # actors as local processes ("local") or Ray actors ("ray"); with num_actors >= 1
+    ray_address: str = ""  # join this Ray cluster (empty: start a local Ray instance)
 
     def validate(self) -> None:
         if self.core not in CORES:
@@ -78,6 +80,10 @@ class TrainConfig:
                      "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose 'local' or 'ray'")
+        if self.backend == "ray" and self.num_actors < 1:
+            raise ValueError("--backend ray needs --num-actors >= 1")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.num_actors < 0:
@@ -299,7 +305,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
     if cfg.load_stem:
         load_stem(agent, cfg.load_stem)  # a resumed run then overwrites it with its own checkpoint
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
-    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every")) if run_dir else None
+    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address")) if run_dir else None
     counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
     if run is not None and resume:
         ckpt = run.latest("r2ac")
@@ -315,7 +321,13 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
         actor = ActorLoop(env, agent, cfg.unroll, 0, env_seed)
         actors = None
     else:
-        actors = _AsyncActors(dataclasses.replace(cfg, seed=cfg.seed + counters["restarts"]), agent)
+        actor_cfg = dataclasses.replace(cfg, seed=cfg.seed + counters["restarts"])
+        if cfg.backend == "ray":
+            from rtrl.rl.ray_actors import RayActors
+
+            actors = RayActors(actor_cfg, agent)
+        else:
+            actors = _AsyncActors(actor_cfg, agent)
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
