@@ -50,6 +50,7 @@ import numpy as np
 
 ENV_NAMES: tuple[str, ...] = (
     "ALE/<Game>-v5",
+    "procgen-<game>[-<easy|hard|memory|exploration|extreme>]-v0",
     "rtrl-Recall-v0",
     "rtrl-Recall<delay>-v0",
     "popgym-<Task><Easy|Medium|Hard>-v0",
@@ -452,6 +453,10 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
         env = _make_minigrid(name, num_envs)
     elif name.startswith("MemoryGym-"):
         env = _make_memory_gym(name, num_envs)
+    elif name.startswith("procgen-"):
+        from rtrl.rl.procgen import ProcgenVecEnv
+
+        env = ProcgenVecEnv(name, num_envs, evaluation=evaluation)
     elif name.startswith("ALE/"):
         from rtrl.rl.atari import AtariVecEnv
 

@@ -115,6 +115,10 @@ PRESETS = {
     "paper": TrainConfig(hidden_size=512, unroll=100, num_envs=1, num_actors=32, batch_rollouts=32, lr=6e-4,
                          total_frames=100_000_000, checkpoint_every=1000, log_every=100),
 }
+# ProcGen Chaser, hard (the paper's Sec. 4.2): N = 256, M = 50, 200 M steps; and its memory mode.
+PRESETS["procgen-chaser"] = dataclasses.replace(PRESETS["paper"], env="procgen-chaser-hard-v0", hidden_size=256,
+                                                unroll=50, total_frames=200_000_000)
+PRESETS["procgen-maze-memory"] = dataclasses.replace(PRESETS["procgen-chaser"], env="procgen-maze-memory-v0")
 # The paper's five Atari games (its Table 2): N = 256, M = 50, 200 M steps, RMSProp 6e-4, 32 actors.
 for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
     PRESETS[f"atari-{_game}"] = dataclasses.replace(PRESETS["paper"], env=f"ALE/{_game}-v5", hidden_size=256,
