@@ -39,18 +39,21 @@ def _add_copy(sub) -> None:
     p.set_defaults(func=_run_copy)
 
 
+def _config(preset, args):
+    """The preset with every option the user gave on the command line, validated."""
+    fields = {f.name for f in dataclasses.fields(preset)}
+    cfg = dataclasses.replace(preset, **{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    cfg.validate()
+    return cfg
+
+
 def _run_copy(args) -> int:
     from rtrl.tasks.copy import CONFIGS, train_copy
 
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in {f.name for f in dataclasses.fields(CONFIGS["cpu"])} and v is not None}
-    cfg = dataclasses.replace(CONFIGS[args.config], **overrides)
-    cfg.validate()
+    cfg = _config(CONFIGS[args.config], args)
     run_dir = args.run_dir or f"runs/copy-{cfg.method}-k{cfg.update_every}-s{cfg.seed}"
     print(f"run folder: {run_dir}", file=sys.stderr)
-    result = train_copy(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(result, indent=2))
-    return 0
+    return _print(train_copy(cfg, run_dir, resume=args.resume, progress=not args.no_progress))
 
 
 def _add_train(sub) -> None:
@@ -98,10 +101,7 @@ def _print(obj) -> int:
 def _run_train(args) -> int:
     from rtrl.rl.train import PRESETS, train
 
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in {f.name for f in dataclasses.fields(PRESETS["small"])} and v is not None}
-    cfg = dataclasses.replace(PRESETS[args.preset], **overrides)
-    cfg.validate()
+    cfg = _config(PRESETS[args.preset], args)
     run_dir = args.run_dir or f"runs/{cfg.env}-{cfg.core}-M{cfg.unroll}-s{cfg.seed}"
     print(f"run folder: {run_dir}", file=sys.stderr)
     return _print(train(cfg, run_dir, resume=args.resume, progress=not args.no_progress))
