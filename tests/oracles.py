@@ -12,6 +12,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def rel_err(a: Tensor, b: Tensor) -> float:
+    """``max|a − b| / max|b|``: the error measure of every exactness test."""
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+def random_sequence(T: int, B: int, D: int, N: int, boundary: int):
+    """Inputs ``x (T, B, D)``, random resets (one exactly at segment ``boundary``, one at step 0)
+    and a loss on every step, nonlinear in ``y``: ``loss_fn(y, t0)`` for a segment starting at ``t0``."""
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    reset = torch.rand(T, B) < 0.1
+    reset[boundary, 0] = True
+    reset[0, 1] = True
+    target = torch.randn(T, B, N, dtype=torch.float64)
+
+    def loss_fn(y: Tensor, t0: int) -> Tensor:
+        tgt = target[t0 : t0 + y.shape[0]]
+        return ((y - tgt) ** 2).sum() + (y**3).sum()
+
+    return x, reset, loss_fn
+
+
 def project(module, x: Tensor) -> Tensor:
     cell = module.cell
     return F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, cell.hidden_size))

@@ -11,16 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from oracles import random_sequence, rel_err
+
 from rtrl.dense import DenseRTRLLSTM, DenseRTRLRNN, DenseSensitivities
 
 MODULES = {"rnn": DenseRTRLRNN, "lstm": DenseRTRLLSTM}
 T, B, D, N = 17, 3, 3, 4
 SEGMENTS = [(0, 6), (6, 7), (7, 15), (15, 17)]  # uneven, one of length 1
 TOL = 1e-9
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
 @pytest.fixture(params=sorted(MODULES))
@@ -33,17 +31,7 @@ def make_problem(name: str, seed: int = 0):
     module = MODULES[name](D, N).double()
     with torch.no_grad():  # larger recurrent weights than the init, so the past matters
         module.weight_hh.mul_(3.0)
-    x = torch.randn(T, B, D, dtype=torch.float64)
-    reset = torch.rand(T, B) < 0.1
-    reset[7, 0] = True  # a reset exactly at a segment boundary
-    reset[0, 1] = True
-    target = torch.randn(T, B, N, dtype=torch.float64)
-
-    def loss_fn(y, t0):  # a loss on every step, nonlinear in y
-        tgt = target[t0 : t0 + y.shape[0]]
-        return ((y - tgt) ** 2).sum() + (y**3).sum()
-
-    return module, x, reset, loss_fn
+    return (module, *random_sequence(T, B, D, N, boundary=7))
 
 
 def reference_outputs(module, x: torch.Tensor, reset: torch.Tensor, params=None) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oracles import bptt_gradients, per_step_rtrl, project, unrolled_states
+from oracles import bptt_gradients, per_step_rtrl, project, random_sequence, rel_err, unrolled_states
 
 from rtrl.nn import ELSTM, DiagonalLinearRNN
 
@@ -17,26 +17,12 @@ SEGMENTS = [(0, 7), (7, 8), (8, 19), (19, 23)]  # uneven, one of length 1
 TOL = 1e-9
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
-
-
 def make_problem(name: str, seed: int = 0, **kw):
     torch.manual_seed(seed)
     module = MODULES[name](D, N, **kw).double()
     with torch.no_grad():  # larger recurrent weights than the init, so memory matters
         module.cell.weight_hh.mul_(5.0)
-    x = torch.randn(T, B, D, dtype=torch.float64)
-    reset = torch.rand(T, B) < 0.1
-    reset[8, 0] = True  # a reset exactly at a segment boundary
-    reset[0, 1] = True
-    target = torch.randn(T, B, N, dtype=torch.float64)
-
-    def loss_fn(y, t0):  # a loss on every step, nonlinear in y
-        tgt = target[t0 : t0 + y.shape[0]]
-        return ((y - tgt) ** 2).sum() + (y**3).sum()
-
-    return module, x, reset, loss_fn
+    return (module, *random_sequence(T, B, D, N, boundary=8))
 
 
 def rtrl_over_segments(module, x, reset, loss_fn, segments):

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from rtrl.exact import RecurrentState
+if TYPE_CHECKING:
+    from rtrl.exact import RecurrentState
 
 
-def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: RecurrentState,
+def check_sizes(input_size: int, hidden_size: int) -> None:
+    """A layer's sizes must be positive integers."""
+    if input_size < 1 or hidden_size < 1:
+        raise ValueError(f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}")
+
+
+def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: "RecurrentState",
                   state_width: int, sensitivity_shapes: Optional[Sequence[tuple[int, ...]]],
                   reset: Optional[Tensor]) -> None:
     """Validate one segment's inputs for layer ``name``.
@@ -19,6 +26,7 @@ def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: 
     ``(B, state_width)``; ``state.sensitivities``' fields, if any, ``(B, *shape)`` for the shapes in
     ``sensitivity_shapes``; ``reset`` a bool ``(T, B)`` mask; ``x`` finite.
     """
+    from rtrl.exact import RecurrentState  # here, not at the top: exact -> cells -> checks
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{name} expects x of shape (T, B, input_size), got {shape}; "

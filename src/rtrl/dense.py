@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtrl.checks import check_segment
+from rtrl.checks import check_segment, check_sizes
 from rtrl.exact import RecurrentState
 
 __all__ = ["DenseRTRLRNN", "DenseRTRLLSTM", "DenseSensitivities"]
@@ -110,10 +110,7 @@ class _DenseRTRL(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(
-                f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}"
-            )
+        check_sizes(input_size, hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         rows = self.num_gates * hidden_size

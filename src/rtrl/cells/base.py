@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rtrl.checks import check_sizes
+
 
 class ElementwiseCell(nn.Module):
     """Base class: owns the parameters, subclasses define ``step`` and ``local_derivatives``.
@@ -36,10 +38,7 @@ class ElementwiseCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(
-                f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}"
-            )
+        check_sizes(input_size, hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         k, j, n = self.num_gates, self.num_recurrent, hidden_size

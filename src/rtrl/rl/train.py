@@ -104,8 +104,8 @@ class TrainConfig:
 
     def learner_config(self) -> LearnerConfig:
         total = math.ceil(self.total_frames / self.frames_per_update) if self.lr_decay else 0
-        return LearnerConfig(self.optimizer, self.lr, self.rms_eps, self.rms_alpha, self.grad_clip, self.discount,
-                             self.value_weight, self.entropy_weight, self.reward_clip, total)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(LearnerConfig) if hasattr(self, f.name)}
+        return LearnerConfig(**shared, total_updates=total)
 
 
 PRESETS = {
