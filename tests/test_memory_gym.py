@@ -30,6 +30,16 @@ def test_pixels_steps_and_episodes(name):
 def test_unknown_memory_gym_name():
     with pytest.raises(ValueError, match="MemoryGym-MortarMayhem-v0"):
         make_env("MemoryGym-Nope-v0", 1)
+    with pytest.raises(ValueError, match="command_count"):
+        make_env("MemoryGym-MortarMayhem-Grid-v0:commands=3", 1)
+
+
+def test_reset_parameters_in_the_name():
+    """3 commands instead of 10: a successful episode is shorter, and the parameter is really used."""
+    env = make_env("MemoryGym-MortarMayhem-Grid-v0:command_count=3", 1)
+    env.reset(0)
+    assert env._envs[0].env.unwrapped.num_commands == 3
+    env.close()
 
 
 def test_r2ac_on_memory_gym(tmp_path):

@@ -129,6 +129,10 @@ def test_bad_agent_and_rollout_inputs():
         Agent((OBS,), A, core="gru")
     with pytest.raises(ValueError, match="flat vectors"):
         Agent((2, 2), A)
+    with pytest.raises(ValueError, match="unknown stem"):
+        Agent((OBS,), A, stem="resnet")
+    with pytest.raises(ValueError, match="does not fit"):
+        Agent((OBS,), A, stem="nature")
     agent = Agent((OBS,), A)
     learner = Learner(agent, LearnerConfig(), num_streams=2)
     streams = {i: {k: v.float() if v.is_floating_point() else v for k, v in random_stream(6, i).items()}
@@ -137,3 +141,12 @@ def test_bad_agent_and_rollout_inputs():
         learner.update(rollout({0: streams[0], 5: streams[1]}, [0, 5], 0, 3, agent))
     with pytest.raises(ValueError, match="M >= 1"):
         learner.update(rollout(streams, [0, 1], 0, 0, agent))
+
+
+def test_nature_stem_reads_pixels():
+    agent = Agent((4, 84, 84), A, core="rtrl-elstm", hidden_size=8, stem="nature")
+    obs = torch.randint(0, 256, (3, 2, 4, 84, 84), dtype=torch.uint8)
+    logits, values, _ = agent(obs, torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool), agent.initial_state(2))
+    assert logits.shape == (3, 2, A) and values.shape == (3, 2)
+    values.sum().backward()
+    assert agent.stem.convs[0].weight.grad.abs().sum() > 0

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rtrl.exact import RecurrentState
-from rtrl.rl.agent import CORES, Agent
+from rtrl.rl.agent import CORES, STEMS, Agent
 from rtrl.rl.learner import Learner, LearnerConfig, NonFiniteError, Rollout
 from rtrl.utils import ProgressBar
 from rtrl.runs import Run, RunError, load_checkpoint
@@ -45,6 +45,7 @@ class TrainConfig:
     core: str = "rtrl-elstm"
     hidden_size: int = 64
     encoder_width: int = 64
+    stem: str = "auto"  # "impala" (pixels), "nature" (pixels, cheaper), "mlp" (vectors); auto picks by obs shape
     forget_bias: float = 0.0  # eLSTM cores only
     unroll: int = 10  # M: steps per rollout; 1 = fully online R2AC
     num_envs: int = 16  # streams per actor
@@ -74,6 +75,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.core not in CORES:
             raise ValueError(f"unknown core {self.core!r}; choose one of {CORES}")
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; choose one of {STEMS}")
         if self.unroll < 1:
             raise ValueError(f"unroll length M must be >= 1, got {self.unroll}")
         for name in ("hidden_size", "encoder_width", "num_envs", "batch_rollouts", "total_frames",
@@ -126,7 +129,8 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
 
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
-    agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias)
+    agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
+                  cfg.stem)
     if cfg.freeze_stem:
         agent.stem.requires_grad_(False)
     return agent

@@ -1,0 +1,96 @@
+"""R2AC from pixels on a CPU: RTRL-eLSTM vs feedforward on an Atari game and a Memory Gym task.
+
+    python experiments/pixels/run.py                        # 2 tasks x 2 agents, 600k frames, 4 runs at a time
+    python experiments/pixels/run.py --frames 20000 --out runs/smoke      # smoke run
+
+The paper trains for 200 M frames on 48 CPU actors and a GPU; here each run is one `rtrl train`
+process on one CPU thread, with the DQN ("nature") CNN instead of IMPALA's ResNet (5x cheaper on
+a CPU, see docs/environments.md). Finished runs are reused and unfinished ones resumed, so
+re-running continues the sweep. Writes docs/pixels_table.md and docs/pixels.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+TASKS = {  # label: env
+    "Breakout (Atari)": "ALE/Breakout-v5",
+    "Mortar Mayhem Grid, 3 commands (Memory Gym)": "MemoryGym-MortarMayhem-Grid-v0:command_count=3",
+}
+AGENTS = [("RTRL eLSTM", "rtrl-elstm"), ("feedforward", "none")]
+COMMON = ["--stem", "nature", "--hidden-size", "256", "--unroll", "20", "--num-envs", "16", "--lr", "6e-4",
+          "--eval-episodes", "30", "--checkpoint-every", "100"]
+
+
+def run_dir(out: Path, env: str, core: str, seed: int) -> Path:
+    return out / f"{env.replace('/', '_').replace(':', '_').replace('=', '')}-{core}-s{seed}"
+
+
+def run_one(out: Path, env: str, core: str, seed: int, frames: int) -> dict:
+    d = run_dir(out, env, core, seed)
+    if not (d / "result.json").exists():
+        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
+               "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *COMMON]
+        if (d / "checkpoints" / "latest.pt").exists():
+            cmd.append("--resume")
+        print(" ".join(cmd[3:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((d / "result.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--frames", type=int, default=600_000)
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments/pixels"))
+    ap.add_argument("--docs", type=Path, default=Path("docs"))
+    args = ap.parse_args()
+    jobs = [(env, core, s) for env in TASKS.values() for _, core in AGENTS for s in args.seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = dict(zip(jobs, pool.map(lambda j: run_one(args.out, *j, args.frames), jobs)))
+
+    lines = ["| task | agent | seed | frames | training return (last 100 episodes) | greedy eval | sampled eval | wall |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, env in TASKS.items():
+        for name, core in AGENTS:
+            for s in args.seeds:
+                r = results[(env, core, s)]
+                ev = r.get("eval", {})
+                lines.append(f"| {label} | {name} | {s} | {r['frames']:,} | {r['train_mean_return_last100']:.2f} | "
+                             f"{ev.get('greedy', {}).get('mean', float('nan')):.2f} | "
+                             f"{ev.get('sampled', {}).get('mean', float('nan')):.2f} | {r['wall_s'] / 60:.0f} min |")
+    cmd = "python experiments/pixels/run.py" + ("" if args.frames == 600_000 else f" --frames {args.frames}")
+    args.docs.mkdir(exist_ok=True)
+    (args.docs / "pixels_table.md").write_text(f"Made by `{cmd}`:\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(5.5 * len(TASKS), 3.8), squeeze=False)
+    for ax, (label, env) in zip(axes[0], TASKS.items()):
+        for i, (name, core) in enumerate(AGENTS):
+            for s in args.seeds:
+                with open(run_dir(args.out, env, core, s) / "metrics.csv") as f:
+                    rows = [r for r in csv.DictReader(f) if r["mean_return"]]
+                ax.plot([float(r["step"]) for r in rows], [float(r["mean_return"]) for r in rows], color=f"C{i}",
+                        label=name if s == args.seeds[0] else None)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("frames (agent steps)")
+        ax.set_ylabel("training return (last 100 episodes)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.docs / "pixels.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
