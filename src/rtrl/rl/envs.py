@@ -56,6 +56,7 @@ ENV_NAMES: tuple[str, ...] = (
     "popgym-<Task><Easy|Medium|Hard>-v0",
     "MiniGrid-*",
     "MemoryGym-<MortarMayhem|MysteryPath|SearingSpotlights>[-Grid]-v0[:param=value,...]",
+    "MemoryMaze-<9x9|11x11|13x13|15x15>-v0",
 )
 """The supported families of names, as patterns (see the module docstring)."""
 
@@ -496,6 +497,10 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
         env = _make_minigrid(name, num_envs)
     elif name.startswith("MemoryGym-"):
         env = _make_memory_gym(name, num_envs)
+    elif name.startswith("MemoryMaze-"):
+        from rtrl.rl.memory_maze import MemoryMazeVecEnv
+
+        env = MemoryMazeVecEnv(name, num_envs)
     elif name.startswith("procgen-"):
         from rtrl.rl.procgen import ProcgenVecEnv
 
