@@ -38,22 +38,27 @@ def project(module, x: Tensor) -> Tensor:
     return F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, cell.hidden_size))
 
 
-def unrolled_states(module, x: Tensor, reset: Tensor, c0: Tensor) -> Tensor:
-    """``c (T, B, N)`` by autograd through ``cell.step``, resets applied before each step."""
+def unrolled_states(module, x: Tensor, reset: Tensor, c0: Tensor, spatial: bool = False) -> Tensor:
+    """``c (T, B, N)`` by autograd through ``cell.step``, resets applied before each step.
+
+    ``spatial``: detach the previous state at every step (no credit through time)."""
     cell, p = module.cell, project(module, x)
     c, out = c0, []
     for t in range(x.shape[0]):
+        if spatial:
+            c = c.detach()
         c = c * (~reset[t]).to(x.dtype)[:, None]
         c = cell.step(c, p[t], cell.weight_hh)
         out.append(c)
     return torch.stack(out)
 
 
-def bptt_gradients(module, x: Tensor, reset: Tensor, loss_fn) -> dict[str, Tensor]:
-    """Gradients of ``loss_fn(y, t0)`` summed over the whole sequence, by full BPTT."""
+def bptt_gradients(module, x: Tensor, reset: Tensor, loss_fn, spatial: bool = False) -> dict[str, Tensor]:
+    """Gradients of ``loss_fn(y, t0)`` summed over the whole sequence, by full BPTT (or, with
+    ``spatial``, with the previous state detached at every step)."""
     module.zero_grad()
-    c0 = torch.zeros(x.shape[1], module.hidden_size, dtype=x.dtype)
-    y = module._readout(x, unrolled_states(module, x, reset, c0))
+    c0 = module.initial_state(x.shape[1], sensitivities=False).c
+    y = module._readout(x, unrolled_states(module, x, reset, c0, spatial))
     loss_fn(y, 0).backward()
     return {n: q.grad.clone() for n, q in module.named_parameters()}
 
@@ -62,7 +67,8 @@ def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None)
     """Textbook RTRL over ``x``: returns (gradients, final c, final sensitivities as a tuple).
 
     The loss's local gradient ``g_t = ∂L/∂c_t`` (through the readout only) comes from autograd on
-    detached states; the recurrent parameters' gradient is ``Σ_t Σ_b g_t ⊙ S_t``.
+    detached states; the recurrent parameters' gradient is ``Σ_t Σ_b g_t ⊙ S_t`` (for a complex
+    state, ``Re(conj(g_t) ⊙ S_t)``: PyTorch's gradient of a complex tensor is ``∂L/∂Re + i ∂L/∂Im``).
     """
     cell = module.cell
     T, B, D = x.shape
@@ -70,11 +76,12 @@ def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None)
     theta = cell.weight_hh.detach()
     with torch.no_grad():
         p = project(module, x)
-        c = torch.zeros(B, N, dtype=x.dtype) if c0 is None else c0.clone()
+        sdt = cell.state_dtype(x.dtype)
+        c = torch.zeros(B, N, dtype=sdt) if c0 is None else c0.clone()
         if sens is None:
-            s_w = torch.zeros(B, K, N, D, dtype=x.dtype)
-            s_b = torch.zeros(B, K, N, dtype=x.dtype)
-            s_th = torch.zeros(B, J, N, dtype=x.dtype)
+            s_w = torch.zeros(B, K, N, D, dtype=sdt)
+            s_b = torch.zeros(B, K, N, dtype=sdt)
+            s_th = torch.zeros(B, J, N, dtype=sdt)
         else:
             s_w, s_b, s_th = (s.clone() for s in sens)
             s_w = s_w.transpose(1, 2).reshape(B, K, N, D)
@@ -98,9 +105,9 @@ def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None)
     grads = {n: (q.grad.clone() if q.grad is not None else torch.zeros_like(q))
              for n, q in module.named_parameters()}
     for t, (sw, sb, sth) in enumerate(states):
-        gt = g[t][:, None, :]
-        grads["cell.weight_ih"] += (gt[..., None] * sw).sum(0).reshape(K * N, D)
-        grads["cell.bias"] += (gt * sb).sum(0).reshape(K * N)
-        grads["cell.weight_hh"] += (gt * sth).sum(0)
+        gt = g[t][:, None, :].conj()
+        grads["cell.weight_ih"] += (gt[..., None] * sw).sum(0).reshape(K * N, D).real
+        grads["cell.bias"] += (gt * sb).sum(0).reshape(K * N).real
+        grads["cell.weight_hh"] += (gt * sth).sum(0).real
     final = (s_w.reshape(B, K * N, D).transpose(1, 2), s_b.reshape(B, K * N), s_th)
     return grads, c, final

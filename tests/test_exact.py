@@ -1,6 +1,6 @@
 """Exactness of the chunked RTRL engine, in float64, for every element-wise cell.
 
-One parametrised suite: adding a cell to ``MODULES`` runs it through all of it.
+One parametrised suite: adding a module to ``rtrl.nn.MODULES`` runs it through all of it.
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import pytest
 import torch
 from oracles import bptt_gradients, per_step_rtrl, project, random_sequence, rel_err, unrolled_states
 
-from rtrl.nn import ELSTM, DiagonalLinearRNN
+from rtrl.nn import LRU, MODULES, RTU, DiagonalLinearRNN, ELSTM, LinearRTU
 
-MODULES = {"elstm": ELSTM, "diagonal": DiagonalLinearRNN}
 T, B, D, N = 23, 3, 5, 4
 SEGMENTS = [(0, 7), (7, 8), (8, 19), (19, 23)]  # uneven, one of length 1
 TOL = 1e-9
@@ -20,8 +19,9 @@ TOL = 1e-9
 def make_problem(name: str, seed: int = 0, **kw):
     torch.manual_seed(seed)
     module = MODULES[name](D, N, **kw).double()
-    with torch.no_grad():  # larger recurrent weights than the init, so memory matters
-        module.cell.weight_hh.mul_(5.0)
+    if not module.cell.complex_state:  # (the complex cells' ring init already has slow units)
+        with torch.no_grad():  # larger recurrent weights than the init, so memory matters
+            module.cell.weight_hh.mul_(5.0)
     return (module, *random_sequence(T, B, D, N, boundary=8))
 
 
@@ -92,7 +92,7 @@ def test_bptt_mode_is_autograd(cell_name):
     for n in ref:
         assert rel_err(module.get_parameter(n).grad, ref[n]) < TOL, n
     # gradient flows into an incoming state that requires grad
-    c0 = torch.randn(B, N, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn_like(module.initial_state(B).c).requires_grad_(True)
     y, _ = module(x, module.initial_state(B)._replace(c=c0), reset)
     loss_fn(y, 0).backward()
     c0_ref = c0.detach().clone().requires_grad_(True)
@@ -116,18 +116,29 @@ def test_local_derivatives_match_autograd(cell_name):
     module, x, reset, _ = make_problem(cell_name, seed=5)
     cell = module.cell
     p = project(module, x)[0].detach()
-    c_prev = torch.randn(B, N, dtype=torch.float64)
+    c_prev = torch.randn_like(module.initial_state(B).c)
     theta = cell.weight_hh.detach()
     a, u, v = cell.local_derivatives(c_prev, p, theta)
-    # element-wise cells: the Jacobians are diagonal, so a vector-Jacobian product with ones
-    # of each unit's own output recovers them (checked to be diagonal below)
-    jac_c = torch.autograd.functional.jacobian(lambda c: cell.step(c, p, theta), c_prev)
-    assert torch.allclose(torch.einsum("bnbn->bn", jac_c), a, atol=1e-12)
-    assert jac_c.abs().sum() == pytest.approx(torch.einsum("bnbn->bn", jac_c).abs().sum().item())
-    jac_p = torch.autograd.functional.jacobian(lambda q: cell.step(c_prev, q, theta), p)
-    assert torch.allclose(torch.einsum("bnbkn->bkn", jac_p), u, atol=1e-12)
-    jac_t = torch.autograd.functional.jacobian(lambda th: cell.step(c_prev, p, th), theta)
-    assert torch.allclose(torch.einsum("bnjn->bjn", jac_t), v, atol=1e-12)
+
+    def directional(fn, primal, tangent):  # forward-mode autograd: the Jacobian times a tangent
+        return torch.func.jvp(fn, (primal,), (tangent,))[1]
+
+    # a random tangent per unit: an element-wise Jacobian gives exactly diag · tangent. For a
+    # complex state, tangents dc and i·dc check that the step is complex-linear in c_prev too.
+    dc = torch.randn_like(c_prev)
+    for tangent in ([dc, 1j * dc] if c_prev.is_complex() else [dc]):
+        got = directional(lambda c: cell.step(c, p, theta), c_prev, tangent)
+        assert torch.allclose(got, a * tangent, atol=1e-12)
+    for k in range(cell.num_gates):
+        dp = torch.zeros_like(p)
+        dp[:, k] = torch.randn_like(p[:, k])
+        got = directional(lambda q: cell.step(c_prev, q, theta), p, dp)
+        assert torch.allclose(got, u[:, k] * dp[:, k], atol=1e-12), k
+    for j in range(cell.num_recurrent):
+        dth = torch.zeros_like(theta)
+        dth[j] = torch.randn_like(theta[j])
+        got = directional(lambda th: cell.step(c_prev, p, th), theta, dth)
+        assert torch.allclose(got, v[:, j] * dth[j], atol=1e-12), j
 
 
 def test_inference_path_matches(cell_name):
@@ -158,6 +169,45 @@ def test_dtypes(cell_name, dtype):
     x = torch.randn(T, B, D, dtype=dtype)
     y, state = module(x, module.initial_state(B))
     y.sum().backward()
-    assert y.dtype == dtype and state.c.dtype == dtype
-    assert all(s.dtype == dtype for s in state.sensitivities)
+    state_dtype = module.cell.state_dtype(dtype)  # complex64/128 for the complex cells
+    assert y.dtype == dtype and state.c.dtype == state_dtype
+    assert all(s.dtype == state_dtype for s in state.sensitivities)
     assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in module.parameters())
+
+
+def test_spatial_rule_is_autograd_without_credit_through_time(cell_name):
+    module, x, reset, loss_fn = make_problem(cell_name, seed=9, learning="spatial")
+    ref = bptt_gradients(module, x, reset, loss_fn, spatial=True)
+    xs = x.clone().requires_grad_(True)
+    module.zero_grad()
+    state = module.initial_state(B)
+    assert state.sensitivities is None
+    for a, b in SEGMENTS:
+        y, state = module(xs[a:b], state, reset[a:b])
+        assert not state.c.requires_grad
+        loss_fn(y, a).backward()
+    for n in ref:
+        assert rel_err(module.get_parameter(n).grad, ref[n]) < TOL, n
+    xr = x.clone().requires_grad_(True)
+    c0 = module.initial_state(B).c
+    loss_fn(module._readout(xr, unrolled_states(module, xr, reset, c0, spatial=True)), 0).backward()
+    assert rel_err(xs.grad, xr.grad) < TOL
+    # and it is a different rule: full BPTT's gradient differs
+    module.learning = "bptt"
+    full = bptt_gradients(module, x, reset, loss_fn)
+    assert rel_err(ref["cell.weight_hh"], full["cell.weight_hh"]) > 1e-3
+
+
+def test_registry_and_complex_layers():
+    assert MODULES == {"elstm": ELSTM, "diagonal": DiagonalLinearRNN, "lru": LRU, "rtu": RTU,
+                       "rtu-linear": LinearRTU}
+    rtu = RTU(D, 6)
+    assert rtu.hidden_size == 6 and rtu.state_size == 3
+    y, state = rtu(torch.randn(2, B, D), rtu.initial_state(B))
+    assert y.shape == (2, B, 6) and state.c.shape == (B, 3) and state.c.dtype == torch.complex64
+    assert (y >= 0).all()  # ReLU on the output
+    with pytest.raises(ValueError, match="even"):
+        RTU(D, 5)
+    lru = LRU(D, N, r_min=0.5, r_max=0.9)
+    lam_abs = torch.exp(-torch.exp(lru.cell.weight_hh[0]))
+    assert ((lam_abs >= 0.5 - 1e-6) & (lam_abs <= 0.9 + 1e-6)).all()

@@ -4,8 +4,9 @@
 """
 
 from rtrl.exact import RecurrentState, Sensitivities, exact_rtrl
-from rtrl.nn import ELSTM, DiagonalLinearRNN, ElementwiseRNN
+from rtrl.nn import ELSTM, LRU, MODULES, RTU, DiagonalLinearRNN, ElementwiseRNN, LinearRTU
 
 __version__ = "0.1.0"
 
-__all__ = ["ELSTM", "DiagonalLinearRNN", "ElementwiseRNN", "RecurrentState", "Sensitivities", "exact_rtrl"]
+__all__ = ["ELSTM", "DiagonalLinearRNN", "LRU", "RTU", "LinearRTU", "MODULES", "ElementwiseRNN", "RecurrentState",
+           "Sensitivities", "exact_rtrl"]

@@ -19,10 +19,11 @@ def check_sizes(input_size: int, hidden_size: int) -> None:
 
 def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: "RecurrentState",
                   state_width: int, sensitivity_shapes: Optional[Sequence[tuple[int, ...]]],
-                  reset: Optional[Tensor]) -> None:
+                  reset: Optional[Tensor], state_dtype: Optional[torch.dtype] = None) -> None:
     """Validate one segment's inputs for layer ``name``.
 
-    ``x (T, B, input_size)`` must match ``weight``'s dtype and device; ``state.c`` must be
+    ``x (T, B, input_size)`` must match ``weight``'s dtype and device; the state's tensors must be
+    ``state_dtype`` (default ``x``'s; complex cells pair a complex state with real ``x``); ``state.c`` must be
     ``(B, state_width)``; ``state.sensitivities``' fields, if any, ``(B, *shape)`` for the shapes in
     ``sensitivity_shapes``; ``reset`` a bool ``(T, B)`` mask; ``x`` finite.
     """
@@ -42,10 +43,11 @@ def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: 
     if not isinstance(state, RecurrentState):
         raise TypeError(f"state must be a RecurrentState (from {name}.initial_state), got {type(state).__name__}")
     tensors = [state.c] + (list(state.sensitivities) if state.sensitivities is not None else [])
+    state_dtype = state_dtype or x.dtype
     for s in tensors:
-        if s.dtype != x.dtype or s.device != x.device:
-            raise ValueError(f"state is {s.dtype} on {s.device} but x is {x.dtype} on {x.device}; "
-                             "use state.map(lambda t: t.to(x)) or a fresh initial_state")
+        if s.dtype != state_dtype or s.device != x.device:
+            raise ValueError(f"state is {s.dtype} on {s.device} but {name} needs {state_dtype} on {x.device} "
+                             f"for x of {x.dtype}; use state.map(lambda t: t.to(device, dtype)) or a fresh initial_state")
     if state.c.shape != (B, state_width):
         raise ValueError(f"state.c has shape {tuple(state.c.shape)} but x needs (B={B}, {state_width}); "
                          "the state and the input must hold the same streams")

@@ -23,6 +23,16 @@ The input projections ``p = x Wᵀ + b`` stay in ordinary autograd: the function
 ``∇x``. ``W`` and ``b`` are passed in only so that the carry-in term lands in their ``.grad``.
 The carry-out needs forward quantities only, so it is computed in the forward pass: backward is
 the reverse scan plus the carry-in products.
+
+Complex cells (state ``c`` complex, parameters and ``p`` real; see :mod:`rtrl.cells.base`): the
+sensitivities are complex and the formulas above hold as written for the forward quantities.
+For a real loss PyTorch's gradient of a complex tensor is ``g = ∂L/∂Re c + i ∂L/∂Im c``, so
+the gradient of a real parameter with complex sensitivity ``S`` is ``Re(conj(g) ⊙ S)`` and the
+reverse scan runs with ``conj(a)``: ``δ_t = g_t + conj(a_{t+1}) ⊙ δ_{t+1}``. On real tensors
+``conj`` and ``Re`` are no-ops, so one code path serves both.
+
+``through_time=False`` is the "spatial" rule: ``c_{t-1}`` is a constant at every step, so
+``δ_t = g_t`` (no scan), no carry terms and no gradient into ``c_0``.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ class Sensitivities(NamedTuple):
 
     ``weight_ih`` ``(B, D, K*N)``: ``weight_ih[b, d, m] = ∂c[b, m mod N]/∂W[m, d]`` (stored
     transposed, the layout in which the carry-out GEMM runs fastest on CPU), ``bias``
-    ``(B, K*N)``, ``weight_hh`` ``(B, J, N)``.
+    ``(B, K*N)``, ``weight_hh`` ``(B, J, N)``; complex for a complex cell.
     """
 
     weight_ih: Tensor
@@ -50,7 +60,7 @@ class Sensitivities(NamedTuple):
     @staticmethod
     def zeros(cell: ElementwiseCell, batch_size: int, device=None, dtype=None) -> "Sensitivities":
         w = cell.weight_ih
-        kw = dict(device=device or w.device, dtype=dtype or w.dtype)
+        kw = dict(device=device or w.device, dtype=cell.state_dtype(dtype or w.dtype))
         kn, d = w.shape
         return Sensitivities(
             torch.zeros(batch_size, d, kn, **kw),
@@ -65,7 +75,7 @@ class Sensitivities(NamedTuple):
 class RecurrentState(NamedTuple):
     """What an element-wise layer carries between segments, batch first.
 
-    ``c`` ``(B, N)``: the cell state. ``sensitivities``: the RTRL state, or ``None`` for BPTT and
+    ``c`` ``(B, N)``: the cell state (complex for a complex cell). ``sensitivities``: the RTRL state, or ``None`` for BPTT and
     for inference. Use ``map`` to move, detach, index or reorder streams:
     ``state.map(lambda t: t[idx])``.
     """
@@ -91,7 +101,7 @@ def scan(cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor]) -
     Returns ``c_prev (T,B,N)`` (the state each step saw, after resets) and ``c (T,B,N)``.
     """
     theta = cell.weight_hh.detach()
-    c_prev_all = p.new_empty(p.shape[0], p.shape[1], p.shape[3])
+    c_prev_all = c0.new_empty(p.shape[0], p.shape[1], p.shape[3])
     c_all = torch.empty_like(c_prev_all)
     c = c0
     for t in range(p.shape[0]):
@@ -115,17 +125,40 @@ def _carry_factors(a: Tensor) -> tuple[Tensor, Tensor]:
     return lam, lam[0] * a[0]
 
 
+def _real_pairs(z: Tensor) -> Tensor:
+    """A complex tensor as real ``(..., 2)`` (re, im) pairs, without a copy; a real one as is."""
+    return torch.view_as_real(z) if z.is_complex() else z
+
+
+def _re_conj_mul(z: Tensor, w: Tensor) -> Tensor:
+    """``Re(conj(z) ⊙ w)`` (broadcasting), computed in real arithmetic: ``z ⊙ w`` for real tensors."""
+    if not (z.is_complex() or w.is_complex()):
+        return z * w
+    return (_real_pairs(z) * _real_pairs(w)).sum(-1)
+
+
+def _outer_sum(xt: Tensor, z: Tensor) -> Tensor:
+    """``Σ_t x_t ⊗ z_t`` per stream: ``xt (B, D, T)`` real, ``z (T, B, M)`` -> ``(B, D, M)``.
+
+    Complex ``z`` runs as one real GEMM over its interleaved (re, im) columns, not a complex one.
+    """
+    if not z.is_complex():
+        return torch.bmm(xt, z.transpose(0, 1))
+    zr = torch.view_as_real(z).flatten(-2)
+    return torch.view_as_complex(torch.bmm(xt, zr.transpose(0, 1)).unflatten(-1, (-1, 2)))
+
+
 class _ExactElementwise(torch.autograd.Function):
     """See the module docstring. Inputs after ``cell``:
 
     ``p (T,B,K,N)``, ``x (T,B,D)``, ``c0 (B,N)``, ``keep (T,B)|None``, ``theta (J,N)``,
     ``weight (K*N,D)``, ``bias (K*N,)``, ``s_w, s_b, s_theta`` (``Sensitivities`` fields, or all
-    ``None`` for plain BPTT inside the segment). Outputs ``c (T,B,N)`` and the carried-out
+    ``None`` for plain BPTT inside the segment), ``through_time`` (False: the spatial rule). Outputs ``c (T,B,N)`` and the carried-out
     sensitivities (non-differentiable; empty tensors when none were given).
     """
 
     @staticmethod
-    def forward(ctx, cell, p, x, c0, keep, theta, weight, bias, s_w, s_b, s_theta):
+    def forward(ctx, cell, p, x, c0, keep, theta, weight, bias, s_w, s_b, s_theta, through_time):
         T, B, K, N = p.shape
         c_prev, c = scan(cell, p, c0, keep)
         a, u, v = cell.local_derivatives(c_prev, p, theta)
@@ -138,14 +171,14 @@ class _ExactElementwise(torch.autograd.Function):
             # S_T = Λ_0 ⊙ S_0 + Σ_t (Λ_t ⊙ u_t) ⊗ x_t: one batched GEMM over streams.
             lu = (lam_k * u).reshape(T, B, K * N)
             lam0_k = lam0.repeat(1, K)
-            s_w_out = torch.bmm(x.permute(1, 2, 0), lu.transpose(0, 1)).addcmul_(s_w, lam0_k.unsqueeze(1))
+            s_w_out = _outer_sum(x.permute(1, 2, 0), lu).addcmul_(s_w, lam0_k.unsqueeze(1))
             s_b_out = torch.addcmul(lu.sum(0), s_b, lam0_k)
             s_theta_out = torch.einsum("tbn,tbjn->bjn", lam, v).addcmul_(s_theta, lam0.unsqueeze(1))
             ctx.save_for_backward(a, u, v, s_w, s_b, s_theta)
         else:
             s_w_out = s_b_out = s_theta_out = p.new_empty(0)
             ctx.save_for_backward(a, u, v)
-        ctx.tracked = tracked
+        ctx.tracked, ctx.through_time = tracked, through_time
         ctx.set_materialize_grads(False)  # the sensitivities get no gradient: skip zero-filling them
         ctx.mark_non_differentiable(s_w_out, s_b_out, s_theta_out)
         return c, s_w_out, s_b_out, s_theta_out
@@ -159,26 +192,33 @@ class _ExactElementwise(torch.autograd.Function):
         T, B, K, N = u.shape
         if g is None:
             g = torch.zeros_like(a)
-        delta = torch.empty_like(g)
-        d = g[T - 1]
-        delta[T - 1] = d
-        for t in range(T - 2, -1, -1):
-            d = torch.addcmul(g[t], a[t + 1], d)
-            delta[t] = d
+        carry_in = None
+        if ctx.through_time:
+            a_bar = a.conj().resolve_conj()  # the reverse scan of a complex-linear map runs with conj(a)
+            delta = torch.empty_like(g)
+            d = g[T - 1]
+            delta[T - 1] = d
+            for t in range(T - 2, -1, -1):
+                d = torch.addcmul(g[t], a_bar[t + 1], d)
+                delta[t] = d
+            carry_in = a_bar[0] * delta[0]  # ∂L/∂c_0
+        else:
+            delta = g  # spatial: c_{t-1} is a constant, so only the step's own output counts
         delta_k = delta.unsqueeze(2)
-        grad_p = u * delta_k
-        grad_theta = (v * delta_k).sum((0, 1))
-        carry_in = a[0] * delta[0]  # ∂L/∂c_0
+        grad_p = _re_conj_mul(u, delta_k)
+        grad_theta = _re_conj_mul(v, delta_k).sum((0, 1))
         grad_w = grad_b = None
         if ctx.tracked:
             e = carry_in.repeat(1, K)
-            grad_w = s_w.new_zeros(s_w.shape[1:])  # Σ_b e_b ⊙ S_0[b], stream by stream: no big temporary
+            # Σ_b Re(conj(e_b) ⊙ S_0[b]), stream by stream on real views: no big temporary
+            s_r, e_r = _real_pairs(s_w), _real_pairs(e)
+            grad_w = s_r.new_zeros(s_r.shape[1:])
             for b in range(B):
-                grad_w.addcmul_(s_w[b], e[b])
-            grad_w = grad_w.t()
-            grad_b = (e * s_b).sum(0)
-            grad_theta = grad_theta + (carry_in.unsqueeze(1) * s_theta).sum(0)
-        return None, grad_p, None, carry_in, None, grad_theta, grad_w, grad_b, None, None, None
+                grad_w.addcmul_(s_r[b], e_r[b])
+            grad_w = (grad_w.sum(-1) if s_w.is_complex() else grad_w).t()
+            grad_b = _re_conj_mul(e, s_b).sum(0)
+            grad_theta = grad_theta + _re_conj_mul(carry_in.unsqueeze(1), s_theta).sum(0)
+        return None, grad_p, None, carry_in, None, grad_theta, grad_w, grad_b, None, None, None, None
 
 
 def exact_rtrl(
@@ -188,6 +228,7 @@ def exact_rtrl(
     c0: Tensor,
     keep: Optional[Tensor],
     sensitivities: Optional[Sensitivities],
+    through_time: bool = True,
 ) -> tuple[Tensor, Optional[Sensitivities]]:
     """Run one segment of ``cell`` with exact gradients.
 
@@ -200,14 +241,18 @@ def exact_rtrl(
             step), or ``None`` for no resets.
         sensitivities: the carried RTRL state for ``c0``, or ``None`` for BPTT inside the segment
             (gradient flows into ``c0`` instead; the carry-in term is absent).
+        through_time: ``False`` for the spatial rule (gradient through each step alone; needs
+            ``sensitivities=None``; ``c0`` gets no gradient).
 
     Returns:
         ``c (T, B, N)`` with exact gradients on the cell's parameters once backpropagated, and the
         carried-out sensitivities for the next segment (``None`` if none were given).
     """
+    if not through_time and sensitivities is not None:
+        raise ValueError("the spatial rule (through_time=False) carries no sensitivities")
     s = sensitivities if sensitivities is not None else (None, None, None)
     c, s_w, s_b, s_theta = _ExactElementwise.apply(
-        cell, p, x, c0, keep, cell.weight_hh, cell.weight_ih, cell.bias, *s
+        cell, p, x, c0, keep, cell.weight_hh, cell.weight_ih, cell.bias, *s, through_time
     )
     out = None if sensitivities is None else Sensitivities(s_w, s_b, s_theta)
     return c, out

@@ -1,9 +1,14 @@
 """``torch.nn`` modules for element-wise recurrent layers, used like ``nn.LSTM``.
 
-    m = ELSTM(input_size, hidden_size, learning="rtrl")   # or "bptt"
+    m = ELSTM(input_size, hidden_size, learning="rtrl")   # or "bptt", "spatial"
     state = m.initial_state(batch_size)
-    y, state = m(x, state, reset=None)                    # x (T, B, D) -> y (T, B, N)
+    y, state = m(x, state, reset=None)                    # x (T, B, D) -> y (T, B, hidden_size)
     loss(y).backward()
+
+Modules: :class:`ELSTM`, :class:`DiagonalLinearRNN`, :class:`LRU`, :class:`RTU` (``MODULES`` maps
+names to them). ``hidden_size`` is the width of ``y``; ``state_size`` the number of recurrent
+units (the same, except for the RTU, whose ``hidden_size/2`` complex units give two features
+each). The LRU and RTU states (and sensitivities) are complex tensors paired with real parameters.
 
 Reset semantics, written once: ``reset[t, b] = True`` means a new episode starts at step ``t``
 of stream ``b``; the state (and, for RTRL, the sensitivities) is zeroed *before* step ``t``
@@ -18,6 +23,9 @@ Learning rules:
   for the layers below is the intractable multi-layer case).
 * ``"bptt"``: plain backpropagation: gradient flows into the incoming state if it requires grad
   (pass ``state.detach()`` for truncated BPTT).
+* ``"spatial"``: no credit through time: the gradient of step ``t`` treats ``c_{t-1}`` as a
+  constant (only the step's own input, gates and recurrent parameters get it); no sensitivities
+  are carried and the returned state is detached.
 
 Under ``torch.no_grad()`` a state without sensitivities (``initial_state(B,
 sensitivities=False)``) takes the cheap inference path: the scan alone.
@@ -25,6 +33,7 @@ sensitivities=False)``) takes the cheap inference path: the scan alone.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -32,10 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.checks import check_segment
-from rtrl.cells import DiagonalLinearCell, ELSTMCell, ElementwiseCell
+from rtrl.cells import DiagonalLinearCell, ELSTMCell, ElementwiseCell, LRUCell, RTUCell
 from rtrl.exact import RecurrentState, Sensitivities, exact_rtrl, scan
 
-LEARNING_RULES = ("rtrl", "bptt")
+LEARNING_RULES = ("rtrl", "bptt", "spatial")
 
 
 class ElementwiseRNN(nn.Module):
@@ -52,7 +61,8 @@ class ElementwiseRNN(nn.Module):
         self.cell = cell
         self.learning = learning
         self.input_size = cell.input_size
-        self.hidden_size = cell.hidden_size
+        self.state_size = cell.hidden_size
+        self.hidden_size = cell.hidden_size  # width of y; a subclass with another readout changes it
         self.output_gate = nn.Linear(cell.input_size + cell.hidden_size, cell.hidden_size) if output_gate else None
 
     def initial_state(
@@ -66,7 +76,7 @@ class ElementwiseRNN(nn.Module):
         device, dtype = device or w.device, dtype or w.dtype
         if sensitivities is None:
             sensitivities = self.learning == "rtrl"
-        c = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        c = torch.zeros(batch_size, self.state_size, device=device, dtype=self.cell.state_dtype(dtype))
         sens = Sensitivities.zeros(self.cell, batch_size, device, dtype) if sensitivities else None
         return RecurrentState(c, sens)
 
@@ -75,14 +85,14 @@ class ElementwiseRNN(nn.Module):
     ) -> tuple[Tensor, RecurrentState]:
         """``x (T, B, D)``, ``state`` for ``B`` streams (zero if ``None``), ``reset (T, B)`` bool.
 
-        Returns ``y (T, B, N)`` and the state after the segment.
+        Returns ``y (T, B, hidden_size)`` and the state after the segment.
         """
         if state is None:
             state = self.initial_state(x.shape[1] if x.dim() == 3 else 1, device=x.device, dtype=x.dtype)
         self._check_inputs(x, state, reset)
         keep = None if reset is None else (~reset).to(x.dtype)
         cell = self.cell
-        p = F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, self.hidden_size))
+        p = F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, self.state_size))
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or state.c.requires_grad or any(q.requires_grad for q in self.parameters())
         )
@@ -93,6 +103,8 @@ class ElementwiseRNN(nn.Module):
                     "start from m.initial_state(batch_size) (or run under torch.no_grad() for inference)"
                 )
             c0 = state.c.detach()
+        elif self.learning == "spatial":
+            c0 = state.c.detach()  # no credit through time, across segments either
         else:
             c0 = state.c
         if not needs_grad and state.sensitivities is None:
@@ -100,9 +112,10 @@ class ElementwiseRNN(nn.Module):
                 c = scan(cell, p, c0, keep)[1]
             sens = None
         else:
-            c, sens = exact_rtrl(cell, x, p, c0, keep, state.sensitivities)
+            c, sens = exact_rtrl(cell, x, p, c0, keep, state.sensitivities,
+                                 through_time=self.learning != "spatial")
         y = self._readout(x, c)
-        c_last = c[-1].detach() if self.learning == "rtrl" else c[-1]
+        c_last = c[-1] if self.learning == "bptt" else c[-1].detach()
         return y, RecurrentState(c_last, sens)
 
     def _readout(self, x: Tensor, c: Tensor) -> Tensor:
@@ -116,7 +129,8 @@ class ElementwiseRNN(nn.Module):
             raise ValueError(f"the state carries RTRL sensitivities but {name} learns by {self.learning!r}; "
                              "use initial_state() of this module")
         shapes = [e.shape[1:] for e in Sensitivities.zeros(self.cell, 0, device="meta")]
-        check_segment(name, x, self.input_size, self.cell.weight_ih, state, self.hidden_size, shapes, reset)
+        check_segment(name, x, self.input_size, self.cell.weight_ih, state, self.state_size, shapes, reset,
+                      state_dtype=self.cell.state_dtype(x.dtype))
 
 
 class ELSTM(ElementwiseRNN):
@@ -124,7 +138,7 @@ class ELSTM(ElementwiseRNN):
 
     Args:
         input_size: ``D``. hidden_size: ``N``.
-        learning: ``"rtrl"`` (exact, untruncated) or ``"bptt"``.
+        learning: ``"rtrl"`` (exact, untruncated), ``"bptt"`` or ``"spatial"``.
         forget_bias: added to the forget gate's bias at init (0 in the paper).
         output_gate: ``y = c ⊙ σ(W_o [x; c] + b_o)`` if True, else ``y = c``.
     """
@@ -140,3 +154,75 @@ class DiagonalLinearRNN(ElementwiseRNN):
     def __init__(self, input_size: int, hidden_size: int, learning: str = "rtrl",
                  output_gate: bool = True) -> None:
         super().__init__(DiagonalLinearCell(input_size, hidden_size), learning, output_gate)
+
+
+class LRU(ElementwiseRNN):
+    """The Linear Recurrent Unit (Orvieto et al. 2023) as one layer: complex diagonal recurrence
+    (:class:`rtrl.cells.LRUCell`) and the readout ``y_t = Re(C c_t) + D x_t``.
+
+    ``C`` (``N×N`` complex) is two real matrices applied outside the recurrence, so, like the
+    eLSTM's output gate, it is trained by plain backprop; ``readout.weight`` holds
+    ``[Re C, −Im C, D]`` acting on ``[Re c; Im c; x]`` (no bias, as the paper). Init as the paper:
+    ``C`` ~ N(0, 1/N) per part; ``D`` ~ N(0, 1/D_in) (a matrix here, since ``D_in ≠ N`` in general).
+
+    Args:
+        input_size: ``D``. hidden_size: ``N`` complex units (and the width of ``y``).
+        learning: ``"rtrl"``, ``"bptt"`` or ``"spatial"``.
+        r_min, r_max, max_phase: ring init of ``λ`` (the paper's defaults 0, 1, 2π).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, learning: str = "rtrl", r_min: float = 0.0,
+                 r_max: float = 1.0, max_phase: float = 2 * math.pi) -> None:
+        super().__init__(LRUCell(input_size, hidden_size, r_min, r_max, max_phase), learning, output_gate=False)
+        self.readout = nn.Linear(2 * hidden_size + input_size, hidden_size, bias=False)
+        with torch.no_grad():
+            n = hidden_size
+            nn.init.normal_(self.readout.weight[:, : 2 * n], std=1 / math.sqrt(n))
+            nn.init.normal_(self.readout.weight[:, 2 * n :], std=1 / math.sqrt(input_size))
+
+    def _readout(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.readout(torch.cat((c.real, c.imag, x), -1))
+
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda t: t}
+
+
+class RTU(ElementwiseRNN):
+    """Recurrent Trace Units (Elelimy et al. 2024): complex diagonal recurrence in polar form
+    (:class:`rtrl.cells.RTUCell`) and ``y_t = [g(Re c_t); g(Im c_t)]``.
+
+    ``hidden_size`` is the width of ``y`` and must be even: ``hidden_size/2`` complex units, each
+    giving two features, as the paper's units give the pair ``(c¹, c²)``. ``activation`` ``g``:
+    ``"relu"`` (default), ``"tanh"`` or ``"identity"`` (the linear RTU, see :class:`LinearRTU`).
+    Here ``g`` is always on the output and the recurrence stays linear (the paper's non-linear
+    RTU has ``g`` inside the recurrence; see :mod:`rtrl.cells.rtu`).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, learning: str = "rtrl", activation: str = "relu",
+                 r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * math.pi) -> None:
+        if hidden_size % 2:
+            raise ValueError(f"RTU's hidden_size (the width of y) must be even, got {hidden_size}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        super().__init__(RTUCell(input_size, hidden_size // 2, r_min, r_max, max_phase), learning,
+                         output_gate=False)
+        self.hidden_size, self.activation = hidden_size, activation
+
+    def _readout(self, x: Tensor, c: Tensor) -> Tensor:
+        return ACTIVATIONS[self.activation](torch.cat((c.real, c.imag), -1))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+
+class LinearRTU(RTU):
+    """:class:`RTU` with no activation: ``y_t = [Re c_t; Im c_t]``."""
+
+    def __init__(self, input_size: int, hidden_size: int, learning: str = "rtrl", r_min: float = 0.0,
+                 r_max: float = 1.0, max_phase: float = 2 * math.pi) -> None:
+        super().__init__(input_size, hidden_size, learning, "identity", r_min, r_max, max_phase)
+
+
+MODULES: dict[str, type[ElementwiseRNN]] = {
+    "elstm": ELSTM, "diagonal": DiagonalLinearRNN, "lru": LRU, "rtu": RTU, "rtu-linear": LinearRTU,
+}

@@ -17,6 +17,11 @@ and the cell itself is two pure functions of tensors:
 Both are element-wise, so they take any leading dimensions: the engine scans ``step`` over time
 and calls ``local_derivatives`` once on the whole segment. Nothing else is needed to get exact
 RTRL for a new cell (see :mod:`rtrl.exact` for the maths).
+
+Complex cells (``complex_state = True``, e.g. the LRU) keep ``p`` and every parameter real but
+have a complex state ``c``: then ``a``, ``u``, ``v`` are complex, and ``step`` must be
+holomorphic in ``c_prev`` (complex-linear in it, as for a diagonal linear recurrence) so that
+``a`` is one complex number per unit. The engine takes conjugates where the maths needs them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from rtrl.checks import check_sizes
+
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 class ElementwiseCell(nn.Module):
@@ -35,6 +42,7 @@ class ElementwiseCell(nn.Module):
 
     num_gates: int = 1
     num_recurrent: int = 1
+    complex_state: bool = False
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -45,6 +53,12 @@ class ElementwiseCell(nn.Module):
         self.weight_ih = nn.Parameter(torch.empty(k * n, input_size))
         self.bias = nn.Parameter(torch.empty(k * n))
         self.weight_hh = nn.Parameter(torch.empty(j, n))
+
+    def state_dtype(self, dtype: torch.dtype | None = None) -> torch.dtype:
+        """dtype of the state and sensitivities for parameters of ``dtype`` (default: the cell's):
+        the same, or its complex counterpart for a complex cell."""
+        dtype = dtype or self.weight_ih.dtype
+        return _COMPLEX[dtype] if self.complex_state and not dtype.is_complex else dtype
 
     def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
         """One step: ``c_prev (..., N)``, ``p (..., K, N)``, ``theta (J, N)`` -> ``c (..., N)``."""

@@ -1,0 +1,93 @@
+"""The Linear Recurrent Unit's recurrence (Orvieto et al. 2023), complex and diagonal.
+
+    λ = exp(−exp(ν) + i·exp(θ_log))             (|λ| = exp(−exp(ν)) < 1 for any ν)
+    γ = sqrt(1 − |λ|²)
+    c_t = λ ⊙ c_{t-1} + γ ⊙ (p_re + i·p_im),   p = W x_t + b
+
+Representation: ``p`` stays real, the complex input projection ``B x`` being two real gates
+``(re, im)`` in ``weight_ih`` (``K = 2``); the state ``c`` is complex, so are ``a = λ``,
+``u = (γ, iγ)`` and ``v``. ``weight_hh`` holds ``(ν, θ_log)`` (``J = 2``).
+
+``γ`` is computed from ``ν`` (a fixed normalisation, differentiated exactly through ``ν``); the
+paper's code instead trains ``log γ`` as a third parameter initialised to this value. The
+readout ``Re(C c) + D x`` lives in :class:`rtrl.nn.LRU`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from rtrl.cells.base import ElementwiseCell
+
+
+def ring_init_(weight_hh: Tensor, r_min: float, r_max: float, max_phase: float) -> None:
+    """Fill ``weight_hh[0] = ν``, ``weight_hh[1] = θ_log`` so that ``λ`` lies uniformly (by area) on
+    the ring ``r_min ≤ |λ| ≤ r_max`` with phase uniform in ``[0, max_phase]``, as the paper's init."""
+    with torch.no_grad():
+        r2 = torch.empty_like(weight_hh[0]).uniform_(r_min**2, r_max**2)
+        # |λ|² = exp(−2 exp(ν)); clamp keeps ν finite when r2 hits 0 or 1 exactly
+        r2 = r2.clamp(1e-12, 1 - 1e-12)
+        weight_hh[0].copy_(torch.log(-0.5 * torch.log(r2)))
+        phase = torch.empty_like(weight_hh[1]).uniform_(0, max_phase).clamp_min(1e-12)
+        weight_hh[1].copy_(torch.log(phase))
+
+
+class LRUCell(ElementwiseCell):
+    """LRU recurrence; ``K = 2`` gates ``(re, im)``, ``J = 2`` parameters ``(ν, θ_log)``.
+
+    Init as the paper: ring init of ``λ`` (defaults ``r_min = 0``, ``r_max = 1``,
+    ``max_phase = 2π``), input weights ~ N(0, 1/(2D)) for both parts, bias 0.
+    """
+
+    num_gates = 2
+    num_recurrent = 2
+    complex_state = True
+    normalise = True  # multiply the input by γ; the RTU (a subclass) does not
+
+    def __init__(self, input_size: int, hidden_size: int, r_min: float = 0.0, r_max: float = 1.0,
+                 max_phase: float = 2 * math.pi) -> None:
+        super().__init__(input_size, hidden_size)
+        if not 0 <= r_min <= r_max <= 1:
+            raise ValueError(f"need 0 <= r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
+        self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        torch.nn.init.normal_(self.weight_ih, std=1 / math.sqrt(2 * self.input_size))
+        torch.nn.init.zeros_(self.bias)
+        ring_init_(self.weight_hh, self.r_min, self.r_max, self.max_phase)
+
+    def _terms(self, p: Tensor, theta: Tensor) -> tuple:
+        """``λ``, ``γ``, ``dγ/dν``, ``exp(ν)``, ``exp(θ_log)`` (all ``(N,)``; ``γ``, ``dγ/dν`` are
+        ``None`` without normalisation) and the complex input ``q = p_re + i p_im`` ``(..., N)``."""
+        e_nu, phase = torch.exp(theta[0]), torch.exp(theta[1])
+        lam = torch.polar(torch.exp(-e_nu), phase)
+        q = torch.complex(p[..., 0, :], p[..., 1, :])
+        if not self.normalise:
+            return lam, None, None, e_nu, phase, q
+        one_minus_r2 = -torch.expm1(-2 * e_nu)  # 1 − |λ|², accurate for |λ| near 1
+        gamma = torch.sqrt(one_minus_r2)
+        dgamma = (1 - one_minus_r2) * e_nu / gamma  # d/dν sqrt(1 − exp(−2 e^ν))
+        return lam, gamma, dgamma, e_nu, phase, q
+
+    def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
+        lam, gamma, _, _, _, q = self._terms(p, theta)
+        return lam * c_prev + (q if gamma is None else gamma * q)
+
+    def local_derivatives(
+        self, c_prev: Tensor, p: Tensor, theta: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        lam, gamma, dgamma, e_nu, phase, q = self._terms(p, theta)
+        lam_c = lam * c_prev
+        a = lam.expand_as(lam_c)
+        scale = torch.ones_like(e_nu) if gamma is None else gamma
+        u = torch.stack((torch.complex(scale, torch.zeros_like(scale)),
+                         torch.complex(torch.zeros_like(scale), scale)), -2).expand(*lam_c.shape[:-1], 2, -1)
+        v_nu = -e_nu * lam_c  # ∂λ/∂ν = −exp(ν) λ
+        if gamma is not None:
+            v_nu = v_nu + dgamma * q
+        v_theta = lam_c * torch.complex(torch.zeros_like(phase), phase)  # ∂λ/∂θ_log = i exp(θ_log) λ
+        return a, u, torch.stack((v_nu, v_theta), -2)
