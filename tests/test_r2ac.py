@@ -63,10 +63,15 @@ def rollout(streams: dict[int, dict], ids: list[int], start: int, M: int, agent:
                    state=agent.initial_state(len(ids), learner=False))
 
 
-def test_learner_rtrl_across_segments_and_streams_equals_bptt():
+def core_width(core: str) -> int:
+    return N + 1 if "rtu" in core else N  # the RTU's width must be even: two features per complex unit
+
+
+@pytest.mark.parametrize("core", ["rtrl-elstm", "rtrl-lru", "rtrl-rtu"])
+def test_learner_rtrl_across_segments_and_streams_equals_bptt(core):
     torch.manual_seed(1)
     M, steps = 4, 12
-    agent = Agent((OBS,), A, core="rtrl-elstm", hidden_size=N, encoder_width=6).double()
+    agent = Agent((OBS,), A, core=core, hidden_size=core_width(core), encoder_width=6).double()
     streams = {i: random_stream(steps, seed=i) for i in range(4)}
     streams[1]["done"][M] = True  # a reset exactly at a segment boundary
     # several "actors": streams come in different groupings and orders, each stream in time order
@@ -105,10 +110,11 @@ def test_learner_rtrl_across_segments_and_streams_equals_bptt():
     assert not torch.allclose(total["stem.net.0.weight"], ref.stem.net[0].weight.grad, atol=1e-6)
 
 
-@pytest.mark.parametrize("core", ["rtrl-elstm", "tbptt-elstm", "lstm", "none"])
+@pytest.mark.parametrize("core", ["rtrl-elstm", "tbptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu",
+                                  "lstm", "none"])
 def test_every_core_learns_a_step_and_keeps_weights_on_nan(core):
     torch.manual_seed(2)
-    agent = Agent((OBS,), A, core=core, hidden_size=N)
+    agent = Agent((OBS,), A, core=core, hidden_size=core_width(core))
     learner = Learner(agent, LearnerConfig(), num_streams=2)
     streams = {i: {k: v.float() if v.is_floating_point() else v for k, v in random_stream(6, i).items()}
                for i in range(2)}

@@ -6,6 +6,8 @@
 
 Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT within the segment),
 ``bptt-elstm`` (eLSTM, BPTT over whole episodes: each rollout must be exactly one episode),
+``rtrl-lru``/``tbptt-lru`` and ``rtrl-rtu``/``tbptt-rtu`` (the LRU and the ReLU-output RTU of
+:mod:`rtrl.nn`, exact RTRL or BPTT within the segment; their states are complex tensors),
 ``lstm`` (``nn.LSTM`` weights, BPTT within the segment) and ``none`` (feedforward). Every core has
 the same API as :class:`rtrl.nn.ELSTM` and a :class:`rtrl.exact.RecurrentState` whose tensors
 are batch first, so the learner can keep one slot per stream for any of them.
@@ -20,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.exact import RecurrentState
-from rtrl.nn import ELSTM
+from rtrl.nn import ELSTM, LRU, RTU
 
-CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "lstm", "none")
+CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "lstm", "none")
 
 
 class ResettableLSTM(nn.Module):
@@ -172,6 +174,9 @@ class Agent(nn.Module):
             self.core = ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
         elif core in ("tbptt-elstm", "bptt-elstm"):
             self.core = ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
+        elif core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu"):
+            rule, cell = core.split("-")
+            self.core = (LRU if cell == "lru" else RTU)(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)
         else:
@@ -181,7 +186,7 @@ class Agent(nn.Module):
 
     @property
     def exact_rtrl(self) -> bool:
-        return self.core_name == "rtrl-elstm"
+        return self.core_name.startswith("rtrl-")
 
     def initial_state(self, batch_size: int, learner: bool = True) -> RecurrentState:
         """Zero state; with sensitivities only for an RTRL core on the learner side."""
