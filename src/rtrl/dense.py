@@ -68,27 +68,34 @@ class DenseSensitivities(NamedTuple):
 class _CarryIn(torch.autograd.Function):
     """Identity on the start state ``s_0``; its backward adds the carry-in term.
 
-    Inputs: ``s0 (B, M)`` (detached), ``weight_ih (G·N, D)``, ``weight_hh (G·N, N)``,
-    ``bias (G·N,)``, ``sens (B, M, G·N, E)``. Backward receives ``∂L/∂s_0 (B, M)`` (the whole
-    segment's dependence on the past) and returns ``Σ_{b,m} ∂L/∂s_0[b,m] · sens[b,m]`` split
-    into the three parameters' shapes: the part of the gradient that BPTT inside the segment
-    cannot see.
+    Inputs: ``contract`` (a function), ``s0 (B, M)`` (detached), ``weight_ih (G·N, D)``,
+    ``weight_hh (G·N, N)``, ``bias (G·N,)``, then the sensitivity tensors. Backward receives
+    ``∂L/∂s_0 (B, M)`` (the whole segment's dependence on the past) and returns
+    ``contract(∂L/∂s_0, *sensitivities)`` ``(G·N, E)``, i.e. ``Σ_{b,m} ∂L/∂s_0[b,m] · J_0[b,m]``
+    for whatever (exact or approximate) ``J_0`` the sensitivities stand for, split into the three
+    parameters' shapes: the part of the gradient that BPTT inside the segment cannot see.
     """
 
     @staticmethod
-    def forward(ctx, s0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor, sens: Tensor) -> Tensor:
-        ctx.save_for_backward(sens)
+    def forward(ctx, contract, s0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor,
+                *sens: Tensor) -> Tensor:
+        ctx.save_for_backward(*sens)
+        ctx.contract = contract
         ctx.split = (weight_ih.shape[1], weight_hh.shape[1], 1)
         return s0.clone()
 
     @staticmethod
     def backward(ctx, grad_s0: Tensor):
-        (sens,) = ctx.saved_tensors
-        b, m, rows, e = sens.shape
-        # one GEMV over (B·M) rows: (1, B·M) @ (B·M, G·N·E)
-        grad = (grad_s0.reshape(1, b * m) @ sens.reshape(b * m, rows * e)).view(rows, e)
-        g_w, g_r, g_b = grad.split(ctx.split, dim=1)
-        return None, g_w, g_r, g_b.squeeze(1), None  # s0 is a detached state: no gradient
+        sens = ctx.saved_tensors
+        g_w, g_r, g_b = ctx.contract(grad_s0, *sens).split(ctx.split, dim=1)
+        # no gradient for the function, s0 (a detached state) or the sensitivities
+        return (None, None, g_w, g_r, g_b.squeeze(1), *(None for _ in sens))
+
+
+def _contract_dense(grad_s0: Tensor, sens: Tensor) -> Tensor:
+    """``Σ_{b,m} grad_s0[b,m] · sens[b,m]``: one GEMV over ``(B·M)`` rows, ``(1, B·M) @ (B·M, G·N·E)``."""
+    b, m, rows, e = sens.shape
+    return (grad_s0.reshape(1, b * m) @ sens.reshape(b * m, rows * e)).view(rows, e)
 
 
 def _add_immediate(z: Tensor, xi: Tensor, gate: int, n: int) -> None:
@@ -102,11 +109,19 @@ def _add_immediate(z: Tensor, xi: Tensor, gate: int, n: int) -> None:
 
 
 class _DenseRTRL(nn.Module):
-    """Shared machinery; subclasses define ``num_gates``, ``state_factor`` (``M / N``),
-    ``_step`` (differentiable) and ``_propagate`` (the sensitivity update, no graph)."""
+    """Shared machinery; cells define ``num_gates``, ``state_factor`` (``M / N``), ``_step``
+    (differentiable), ``_local`` (its local derivatives) and ``_propagate`` (the exact sensitivity
+    update, no graph).
+
+    A learning rule is the sensitivity it carries: ``_zero_sensitivities``,
+    ``_sensitivity_shapes``, ``_advance`` (one step, no graph) and ``_contract`` (the carry-in
+    product). The defaults are exact RTRL; :mod:`rtrl.approx` overrides them with approximations.
+    """
 
     num_gates: int = 1
     state_factor: int = 1
+    rule: str = "exact RTRL"
+    _sensitivity_type: type = DenseSensitivities
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -144,17 +159,38 @@ class _DenseRTRL(nn.Module):
         w = self.weight_ih
         kw = dict(device=device or w.device, dtype=dtype or w.dtype)
         c = torch.zeros(batch_size, self.state_size, **kw)
-        sens = (
-            DenseSensitivities(torch.zeros(batch_size, *self.sensitivity_shape, **kw))
-            if sensitivities
-            else None
-        )
+        sens = self._zero_sensitivities(batch_size, **kw) if sensitivities else None
         return RecurrentState(c, sens)
+
+    # --- the learning rule: exact RTRL here, approximations in rtrl.approx -----------------
+    @property
+    def _sensitivity_shapes(self) -> list[tuple[int, ...]]:
+        """One stream's shape of each field of the sensitivity tuple."""
+        return [self.sensitivity_shape]
+
+    def _zero_sensitivities(self, batch_size: int, **kw):
+        return self._sensitivity_type(*(torch.zeros(batch_size, *shape, **kw) for shape in self._sensitivity_shapes))
+
+    def _advance(self, sens, s_prev: Tensor, gates: tuple[Tensor, ...], xi: Tensor):
+        """Sensitivities after one step (no graph), from those before it: see ``_propagate``."""
+        return DenseSensitivities(self._propagate(sens.state, s_prev, gates, xi))
+
+    _contract = staticmethod(_contract_dense)
 
     # --- the cell: subclasses -------------------------------------------------------------
     def _step(self, p_t: Tensor, s_prev: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """``p_t (B, G·N)`` input projection, ``s_prev (B, M)`` -> ``s_t (B, M)`` and the gate
         values the sensitivity update needs (differentiable; detached by the caller)."""
+        raise NotImplementedError
+
+    def _local(self, s_prev: Tensor, gates: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """The step's local derivatives, per unit ``n``, with the state split in ``S = M/N`` parts
+        (``s^0 = h``; the LSTM adds ``s^1 = c``):
+
+        ``U (B, S, G, N)``: ``∂s^j_n/∂p^k_n``, the derivative by gate ``k``'s pre-activation;
+        ``C (B, S, S, N)``: ``∂s^j_n/∂s^{j'}_{t-1,n}`` along the paths that avoid the pre-activations.
+        So ``ds_t/ds_{t-1} = U · R · (h part) + C`` and ``∂s_t/∂Θ`` at fixed ``s_{t-1}`` is ``U ⊗ ξ_t``.
+        """
         raise NotImplementedError
 
     def _propagate(self, sens: Tensor, s_prev: Tensor, gates: tuple[Tensor, ...], xi: Tensor) -> Tensor:
@@ -187,43 +223,44 @@ class _DenseRTRL(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(q.requires_grad for q in self.parameters())
         )
-        sens = None if state.sensitivities is None else state.sensitivities.state
+        sens = state.sensitivities
         if needs_grad and sens is None:
             raise ValueError(
-                f"{type(self).__name__} learns by RTRL and needs sensitivities in the state to compute "
-                "exact gradients; start from m.initial_state(batch_size) (or run under torch.no_grad())"
+                f"{type(self).__name__} learns by {self.rule} and needs sensitivities in the state to compute "
+                "its gradients; start from m.initial_state(batch_size) (or run under torch.no_grad())"
             )
         s = state.c.detach()
         if needs_grad:  # BPTT inside the segment starts here; the carry-in covers what came before
-            s = _CarryIn.apply(s, self.weight_ih, self.weight_hh, self.bias, sens)
+            s = _CarryIn.apply(self._contract, s, self.weight_ih, self.weight_hh, self.bias, *sens)
         p = F.linear(x, self.weight_ih, self.bias)  # (T, B, G·N), in autograd: within-segment ∇W, ∇b, ∇x
         ones = x.new_ones(x.shape[1], 1)
         ys = []
         for t in range(x.shape[0]):
             if keep is not None:
                 s = s * keep[t]
-                if sens is not None and not bool(keep[t].all()):  # skip an O(N³) pass when no stream resets
-                    sens = sens * keep[t, :, :, None, None]  # a new tensor: the caller's J_0 stays as it was
+                if sens is not None and not bool(keep[t].all()):  # skip a pass over J when no stream resets
+                    k = keep[t, :, 0]  # new tensors: the caller's J_0 stays as it was
+                    sens = sens.map(lambda z: z * k.view(-1, *(1,) * (z.dim() - 1)))
             s_prev = s
             s, gates = self._step(p[t], s_prev)
             if sens is not None:
                 with torch.no_grad():
                     s_prev_d = s_prev.detach()
                     xi = torch.cat((x[t].detach(), s_prev_d[:, :n], ones), dim=1)
-                    sens = self._propagate(sens, s_prev_d, tuple(g.detach() for g in gates), xi)
+                    sens = self._advance(sens, s_prev_d, tuple(g.detach() for g in gates), xi)
             ys.append(s[:, :n])
         y = torch.stack(ys)
-        out = None if sens is None else DenseSensitivities(sens)
-        return y, RecurrentState(s.detach(), out)
+        return y, RecurrentState(s.detach(), sens)
 
     def _check_inputs(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor]) -> None:
         name = type(self).__name__
+        kind = self._sensitivity_type.__name__
         if isinstance(state, RecurrentState) and state.sensitivities is not None \
-                and not isinstance(state.sensitivities, DenseSensitivities):
-            raise TypeError(f"state.sensitivities must be DenseSensitivities (from {name}.initial_state), "
+                and not isinstance(state.sensitivities, self._sensitivity_type):
+            raise TypeError(f"state.sensitivities must be {kind} (from {name}.initial_state), "
                             f"got {type(state.sensitivities).__name__}")
         check_segment(name, x, self.input_size, self.weight_ih, state, self.state_size,
-                      [self.sensitivity_shape], reset)
+                      self._sensitivity_shapes, reset)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
@@ -243,10 +280,15 @@ class DenseRTRLRNN(_DenseRTRL):
         h = torch.tanh(torch.addmm(p_t, s_prev, self.weight_hh.t()))
         return h, (h,)
 
-    def _propagate(self, sens: Tensor, s_prev: Tensor, gates: tuple[Tensor, ...], xi: Tensor) -> Tensor:
+    def _local(self, s_prev: Tensor, gates: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         (h,) = gates
+        u = (1 - h * h)[:, None, None]  # (B, 1, 1, N)
+        return u, torch.zeros_like(u)  # h_{t-1} reaches h_t only through the pre-activation
+
+    def _propagate(self, sens: Tensor, s_prev: Tensor, gates: tuple[Tensor, ...], xi: Tensor) -> Tensor:
+        u, _ = self._local(s_prev, gates)
         z = self._gate_sensitivity(sens, 0, xi)
-        return z.mul_((1 - h * h)[:, :, None, None])
+        return z.mul_(u[:, 0, 0, :, None, None])
 
 
 class DenseRTRLLSTM(_DenseRTRL):
@@ -271,17 +313,32 @@ class DenseRTRLLSTM(_DenseRTRL):
         tc = torch.tanh(c)
         return torch.cat((o * tc, c), dim=1), (i, f, g, o, tc)
 
+    def _local(self, s_prev: Tensor, gates: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        return self._local_and_dh_dc(s_prev, gates)[:2]
+
+    def _local_and_dh_dc(self, s_prev: Tensor, gates: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        """``_local``'s ``U``, ``C`` and ``∂h_t/∂c_t = o ⊙ (1 − tanh² c_t)`` ``(B, N)``."""
+        i, f, g, o, tc = gates
+        c_prev = s_prev[:, self.hidden_size :]
+        dh_dc = o * (1 - tc * tc)
+        zero = torch.zeros_like(f)
+        u_c = torch.stack((g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), zero), 1)  # c_t = f c + i g
+        u_h = dh_dc[:, None] * u_c
+        u_h[:, 3] = tc * o * (1 - o)  # the output gate reaches h only
+        cc = torch.stack((torch.stack((zero, dh_dc * f), 1), torch.stack((zero, f), 1)), 1)
+        return torch.stack((u_h, u_c), 1), cc, dh_dc
+
     def _propagate(self, sens: Tensor, s_prev: Tensor, gates: tuple[Tensor, ...], xi: Tensor) -> Tensor:
         n = self.hidden_size
-        i, f, g, o, tc = (v[:, :, None, None] for v in gates)
-        c_prev = s_prev[:, n:, None, None]
+        u, cc, dh_dc = (v[..., None, None] for v in self._local_and_dh_dc(s_prev, gates))
+        f = cc[:, 1, 1]
         sens_h, sens_c = sens[:, :n], sens[:, n:]
         new = torch.empty_like(sens)
         new_h, new_c = new[:, :n], new[:, n:]
         torch.mul(sens_c, f, out=new_c)  # the cell's own path: f ⊙ J^c_{t-1}
         # one gate at a time, so at most one (B, N, 4N, E) temporary lives beside J_{t-1} and J_t
-        for gate, coef in ((0, g * i * (1 - i)), (1, c_prev * f * (1 - f)), (2, i * (1 - g * g))):
-            new_c.addcmul_(self._gate_sensitivity(sens_h, gate, xi), coef)
-        torch.mul(new_c, o * (1 - tc * tc), out=new_h)
-        new_h.addcmul_(self._gate_sensitivity(sens_h, 3, xi), tc * o * (1 - o))
+        for gate in range(3):
+            new_c.addcmul_(self._gate_sensitivity(sens_h, gate, xi), u[:, 1, gate])
+        torch.mul(new_c, dh_dc, out=new_h)  # h_t = o ⊙ tanh(c_t): through c_t, then the output gate
+        new_h.addcmul_(self._gate_sensitivity(sens_h, 3, xi), u[:, 0, 3])
         return new
