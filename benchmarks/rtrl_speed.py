@@ -7,11 +7,14 @@
   (d) torch.nn.LSTM with truncated BPTT, same N, for reference.
 
 All run on the same inputs in one process, interleaved rep by rep, and the script prints the
-ratios a/b and b/c from the medians. Peak memory is the rise of the process's peak resident set
+ratios a/b and b/c from the medians. A second table does (b) against (c) for other cells of
+``rtrl.nn.MODULES`` (``--cells``, default the LRU and the RTU) at ``--cell-size`` (hidden_size;
+the RTU's ``hidden_size/2`` complex units give ``hidden_size`` features). Peak memory is the rise of the process's peak resident set
 (CPU; each method in a fresh subprocess) or of torch.cuda.max_memory_allocated (CUDA).
 
     python benchmarks/rtrl_speed.py            # the paper's RL sizes: N in {256, 512}, T in {50, 100}
     python benchmarks/rtrl_speed.py --quick    # one small size, a few reps
+    python benchmarks/rtrl_speed.py --no-elstm --no-memory --reps 5   # the cells table alone
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 
 import torch
 
-from rtrl.nn import ELSTM
+from rtrl.nn import ELSTM, MODULES
 from rtrl.utils import tune_cpu_allocator
 
 METHODS = ("a_per_step", "b_chunked", "c_tbptt", "d_nn_lstm")
@@ -121,11 +124,15 @@ def sync(device: str) -> None:
 
 
 def time_methods(n, d, b, t, reps, device, methods):
+    return time_built({m: build(m, n, d, b, device) for m in methods}, d, b, t, reps, device)
+
+
+def time_built(built, d, b, t, reps, device):
+    """Median seconds per segment of each ``built[key] = (model, state)``, interleaved rep by rep."""
     x = torch.randn(t, b, d, device=device)
-    built = {m: build(m, n, d, b, device) for m in methods}
-    times = {m: [] for m in methods}
+    times = {m: [] for m in built}
     for rep in range(reps + 1):  # rep 0 warms up
-        for m in methods:
+        for m in built:
             model, state = built[m]
             sync(device)
             t0 = time.perf_counter()
@@ -177,6 +184,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--no-elstm", action="store_true", help="skip the eLSTM table (a-d)")
+    ap.add_argument("--cells", default="lru,rtu", help="comma-separated rtrl.nn.MODULES for the (b)/(c) table, "
+                    "or '' for none")
+    ap.add_argument("--cell-size", type=int, default=512, help="hidden_size of the cells table")
+    ap.add_argument("--cell-steps", type=int, default=100, help="segment length T of the cells table")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="tuned: rtrl.utils.tune_cpu_allocator() for every method (CPU); default: glibc as is")
     ap.add_argument("--peak-of", nargs=5, help=argparse.SUPPRESS)  # internal: one memory probe
@@ -195,15 +207,30 @@ def main() -> None:
     header = f"{'N':>4} {'T':>4} | " + " ".join(f"{m:>11}" for m in METHODS) + " |   a/b   b/c | peak MB " + "/".join(
         m[0] for m in METHODS
     )
-    print(header)
-    print("-" * len(header))
-    for n, t in sizes:
+    if not args.no_elstm:
+        print(header)
+        print("-" * len(header))
+    for n, t in ([] if args.no_elstm else sizes):
         med = time_methods(n, d, b, t, reps, args.device, METHODS)
         mem = "" if args.no_memory else " / ".join(
             f"{peak_memory(m, n, d, b, t, args.device, args.malloc):.0f}" for m in METHODS
         )
         ratios = f"{med['a_per_step'] / med['b_chunked']:5.1f} {med['b_chunked'] / med['c_tbptt']:5.2f}"
         print(f"{n:>4} {t:>4} | " + " ".join(f"{med[m] * 1e3:9.1f}ms" for m in METHODS) + f" | {ratios} | {mem}")
+    cells = [c for c in args.cells.split(",") if c]
+    if cells:
+        n, t = args.cell_size, args.cell_steps
+        print(f"\n{'cell':>10} {'N':>4} {'T':>4} | {'b_chunked':>11} {'c_tbptt':>11} |   b/c")
+        built = {}
+        for name in cells:
+            for rule in ("rtrl", "bptt"):
+                torch.manual_seed(0)
+                m = MODULES[name](d, n, learning=rule).to(args.device)
+                built[name, rule] = m, m.initial_state(b)
+        med = time_built(built, d, b, t, reps, args.device)
+        for name in cells:
+            rt, bp = med[name, "rtrl"], med[name, "bptt"]
+            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms | {rt / bp:5.2f}")
 
 
 if __name__ == "__main__":

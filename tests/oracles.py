@@ -84,6 +84,8 @@ def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None)
             s_th = torch.zeros(B, J, N, dtype=sdt)
         else:
             s_w, s_b, s_th = (s.clone() for s in sens)
+            if cell.complex_input:  # the engine stores the re gate's only: the im gate's is i times it
+                s_w, s_b = torch.cat((s_w, 1j * s_w), -1), torch.cat((s_b, 1j * s_b), -1)
             s_w = s_w.transpose(1, 2).reshape(B, K, N, D)
             s_b = s_b.view(B, K, N)
         cs, states = [], []
@@ -109,5 +111,6 @@ def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None)
         grads["cell.weight_ih"] += (gt[..., None] * sw).sum(0).reshape(K * N, D).real
         grads["cell.bias"] += (gt * sb).sum(0).reshape(K * N).real
         grads["cell.weight_hh"] += (gt * sth).sum(0).real
-    final = (s_w.reshape(B, K * N, D).transpose(1, 2), s_b.reshape(B, K * N), s_th)
+    kept = K // 2 if cell.complex_input else K
+    final = (s_w[:, :kept].reshape(B, kept * N, D).transpose(1, 2), s_b[:, :kept].reshape(B, kept * N), s_th)
     return grads, c, final

@@ -29,7 +29,10 @@ sensitivities are complex and the formulas above hold as written for the forward
 For a real loss PyTorch's gradient of a complex tensor is ``g = ∂L/∂Re c + i ∂L/∂Im c``, so
 the gradient of a real parameter with complex sensitivity ``S`` is ``Re(conj(g) ⊙ S)`` and the
 reverse scan runs with ``conj(a)``: ``δ_t = g_t + conj(a_{t+1}) ⊙ δ_{t+1}``. On real tensors
-``conj`` and ``Re`` are no-ops, so one code path serves both.
+``conj`` and ``Re`` are no-ops, so one code path serves both. For a cell with ``complex_input``
+(its two gates are the parts of ``q = p_re + i p_im``), ``S^{W_im} = i S^{W_re}``, so only the
+``re`` gate's sensitivities are carried, and with ``Z = Σ_b conj(e_b) ⊙ S_b``:
+``∇W_re = Re Z``, ``∇W_im = Re(i Z) = −Im Z``.
 
 ``through_time=False`` is the "spatial" rule: ``c_{t-1}`` is a constant at every step, so
 ``δ_t = g_t`` (no scan), no carry terms and no gradient into ``c_0``.
@@ -50,7 +53,9 @@ class Sensitivities(NamedTuple):
 
     ``weight_ih`` ``(B, D, K*N)``: ``weight_ih[b, d, m] = ∂c[b, m mod N]/∂W[m, d]`` (stored
     transposed, the layout in which the carry-out GEMM runs fastest on CPU), ``bias``
-    ``(B, K*N)``, ``weight_hh`` ``(B, J, N)``; complex for a complex cell.
+    ``(B, K*N)``, ``weight_hh`` ``(B, J, N)``; complex for a complex cell. For a cell with
+    ``complex_input`` only the ``re`` gate's columns are stored (``K*N/2``): the ``im`` gate's
+    sensitivities are ``i`` times them.
     """
 
     weight_ih: Tensor
@@ -62,6 +67,7 @@ class Sensitivities(NamedTuple):
         w = cell.weight_ih
         kw = dict(device=device or w.device, dtype=cell.state_dtype(dtype or w.dtype))
         kn, d = w.shape
+        kn //= 2 if cell.complex_input else 1
         return Sensitivities(
             torch.zeros(batch_size, d, kn, **kw),
             torch.zeros(batch_size, kn, **kw),
@@ -168,9 +174,11 @@ class _ExactElementwise(torch.autograd.Function):
         if tracked:
             lam, lam0 = _carry_factors(a)
             lam_k = lam.unsqueeze(2)
+            u_s = u[:, :, :1] if cell.complex_input else u  # the gates whose sensitivities are stored
+            ks = u_s.shape[2]
             # S_T = Λ_0 ⊙ S_0 + Σ_t (Λ_t ⊙ u_t) ⊗ x_t: one batched GEMM over streams.
-            lu = (lam_k * u).reshape(T, B, K * N)
-            lam0_k = lam0.repeat(1, K)
+            lu = (lam_k * u_s).reshape(T, B, ks * N)
+            lam0_k = lam0.repeat(1, ks)
             s_w_out = _outer_sum(x.permute(1, 2, 0), lu).addcmul_(s_w, lam0_k.unsqueeze(1))
             s_b_out = torch.addcmul(lu.sum(0), s_b, lam0_k)
             s_theta_out = torch.einsum("tbn,tbjn->bjn", lam, v).addcmul_(s_theta, lam0.unsqueeze(1))
@@ -178,7 +186,7 @@ class _ExactElementwise(torch.autograd.Function):
         else:
             s_w_out = s_b_out = s_theta_out = p.new_empty(0)
             ctx.save_for_backward(a, u, v)
-        ctx.tracked, ctx.through_time = tracked, through_time
+        ctx.tracked, ctx.through_time, ctx.complex_input = tracked, through_time, cell.complex_input
         ctx.set_materialize_grads(False)  # the sensitivities get no gradient: skip zero-filling them
         ctx.mark_non_differentiable(s_w_out, s_b_out, s_theta_out)
         return c, s_w_out, s_b_out, s_theta_out
@@ -208,7 +216,15 @@ class _ExactElementwise(torch.autograd.Function):
         grad_p = _re_conj_mul(u, delta_k)
         grad_theta = _re_conj_mul(v, delta_k).sum((0, 1))
         grad_w = grad_b = None
-        if ctx.tracked:
+        if ctx.tracked and ctx.complex_input:
+            e = carry_in.conj()  # Z = Σ_b conj(e_b) ⊙ S_0[b]; ∇(W_re, W_im) = (Re Z, −Im Z)
+            z_w = s_w.new_zeros(s_w.shape[1:])
+            for b in range(B):  # stream by stream: no big temporary
+                z_w.addcmul_(s_w[b], e[b])
+            grad_w = torch.cat((z_w.real, -z_w.imag), 1).t()
+            z_b = (e * s_b).sum(0)
+            grad_b = torch.cat((z_b.real, -z_b.imag))
+        elif ctx.tracked:
             e = carry_in.repeat(1, K)
             # Σ_b Re(conj(e_b) ⊙ S_0[b]), stream by stream on real views: no big temporary
             s_r, e_r = _real_pairs(s_w), _real_pairs(e)
@@ -217,6 +233,7 @@ class _ExactElementwise(torch.autograd.Function):
                 grad_w.addcmul_(s_r[b], e_r[b])
             grad_w = (grad_w.sum(-1) if s_w.is_complex() else grad_w).t()
             grad_b = _re_conj_mul(e, s_b).sum(0)
+        if ctx.tracked:
             grad_theta = grad_theta + _re_conj_mul(carry_in.unsqueeze(1), s_theta).sum(0)
         return None, grad_p, None, carry_in, None, grad_theta, grad_w, grad_b, None, None, None, None
 

@@ -22,6 +22,9 @@ Complex cells (``complex_state = True``, e.g. the LRU) keep ``p`` and every para
 have a complex state ``c``: then ``a``, ``u``, ``v`` are complex, and ``step`` must be
 holomorphic in ``c_prev`` (complex-linear in it, as for a diagonal linear recurrence) so that
 ``a`` is one complex number per unit. The engine takes conjugates where the maths needs them.
+If moreover the input enters only as ``q = p[0] + i·p[1]`` (``complex_input = True``, ``K = 2``),
+then ``u[1] = i·u[0]`` and so ``S^{W_im} = i·S^{W_re}``: the engine stores the sensitivities of the
+``re`` gate only, half the memory and half the carry GEMM.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class ElementwiseCell(nn.Module):
     num_gates: int = 1
     num_recurrent: int = 1
     complex_state: bool = False
+    complex_input: bool = False
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()

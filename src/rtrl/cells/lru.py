@@ -45,6 +45,7 @@ class LRUCell(ElementwiseCell):
     num_gates = 2
     num_recurrent = 2
     complex_state = True
+    complex_input = True  # c depends on p only through q = p_re + i p_im
     normalise = True  # multiply the input by γ; the RTU (a subclass) does not
 
     def __init__(self, input_size: int, hidden_size: int, r_min: float = 0.0, r_max: float = 1.0,
