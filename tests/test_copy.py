@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rtrl.runs import RunError, load_checkpoint
-from rtrl.tasks.copy import COPY, IGNORE, CopyConfig, make_batch, make_split, train_copy
+from rtrl.tasks.copy import (CELLS, COPY, IGNORE, CopyConfig, count_parameters, hidden_size_for, make_batch,
+                             make_split, train_copy)
 
 
 def test_batch_format():
@@ -88,8 +89,52 @@ def test_corrupt_or_foreign_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+@pytest.mark.parametrize("method", ["snap1", "uoro"])
+def test_approximate_rtrl_methods_learn_and_resume(tmp_path, method):
+    """The dense LSTM learning online by SnAp-1 / UORO: its loss falls, and an interrupted run
+    resumes bit-identically (UORO's random signs come from the checkpointed RNG)."""
+    cfg = CopyConfig(method=method, max_sequences=320, target_accuracy=2.0, **dict(TINY, hidden_size=16))
+    straight = train_copy(dataclasses.replace(cfg, max_sequences=480), tmp_path / "straight", progress=False)
+    train_copy(cfg, tmp_path / "resumed", progress=False)
+    resumed = train_copy(dataclasses.replace(cfg, max_sequences=480), tmp_path / "resumed", resume=True,
+                         progress=False)
+    assert resumed["updates"] == straight["updates"] > 0
+    a = load_checkpoint(tmp_path / "straight/checkpoints/latest.pt", "copy")["model"]
+    b = load_checkpoint(tmp_path / "resumed/checkpoints/latest.pt", "copy")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [line.split(",") for line in (tmp_path / "straight/metrics.csv").read_text().splitlines()]
+    losses = [float(r[rows[0].index("loss")]) for r in rows[1:]]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("cell", sorted(set(CELLS) - {"elstm"}))
+def test_cell_choice(cell):
+    """``cell`` picks the element-wise layer of the rtrl method (from ``rtrl.nn.MODULES``)."""
+    res = train_copy(CopyConfig(method="rtrl", cell=cell, max_sequences=32, **dict(TINY, hidden_size=8)),
+                     progress=False)
+    assert res["cell"] == cell and res["updates"] > 0
+    assert res["parameters"] == count_parameters("rtrl", 8, cell)
+
+
+@pytest.mark.parametrize("method, cell", [("rtrl", "elstm"), ("lstm", "elstm"), ("snap1", "elstm"),
+                                          ("uoro", "elstm"), ("rtrl", sorted(CELLS)[-1])])
+def test_hidden_size_for_a_parameter_count(method, cell):
+    target = 20_000
+    n = hidden_size_for(method, target, cell)
+    got = abs(count_parameters(method, n, cell) - target)
+    for other in (n - 2, n - 1, n + 1, n + 2):  # no valid size nearby comes closer
+        try:
+            assert got <= abs(count_parameters(method, other, cell) - target), other
+        except ValueError:  # a size the layer refuses
+            pass
+    res = train_copy(CopyConfig(method=method, cell=cell, params=500, max_sequences=16, **TINY), progress=False)
+    assert res["hidden_size"] == hidden_size_for(method, 500, cell) != TINY["hidden_size"]
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(method="gru"), "unknown method"),
+    (dict(cell="gru"), "unknown cell"),
+    (dict(params=-1), "params"),
     (dict(update_every=-1), "update_every"),
     (dict(level=0), "level"),
     (dict(lr=float("nan")), "lr"),

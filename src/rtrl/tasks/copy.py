@@ -7,10 +7,16 @@ during the ``L`` copy steps; only those positions are scored. Inputs are one-hot
 
 Learning rules compared (one model: one-hot -> recurrent layer -> linear readout to 2 logits):
 
-* ``rtrl``:  eLSTM, exact RTRL, one optimiser step every ``update_every`` steps (1 = fully online)
-* ``tbptt``: eLSTM, truncated BPTT with span ``update_every`` (state detached between spans)
-* ``bptt``:  eLSTM, full BPTT over the sequence, one step per sequence
+* ``rtrl``:  an element-wise layer (``cell``, default eLSTM; any of ``rtrl.nn.MODULES``), exact RTRL,
+  one optimiser step every ``update_every`` steps (1 = fully online)
+* ``tbptt``: the same layer, truncated BPTT with span ``update_every`` (state detached between spans)
+* ``bptt``:  the same layer, full BPTT over the sequence, one step per sequence
 * ``lstm``:  ``torch.nn.LSTM``, full BPTT (or truncated with ``update_every``)
+* ``snap1``: a dense LSTM learning online by SnAp-1 (``rtrl.approx.SnAp1LSTM``), updates as ``rtrl``
+* ``uoro``:  a dense LSTM learning online by UORO (``rtrl.approx.UOROLSTM``), updates as ``rtrl``
+
+``params`` > 0 picks the hidden size whose model has the parameter count closest to it
+(:func:`hidden_size_for`), so that methods can be compared at equal size.
 
 Steps with no scored position carry no loss: no optimiser step is taken there.
 """
@@ -29,12 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import rtrl.nn
+from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.nn import ELSTM
 from rtrl.utils import ProgressBar
 from rtrl.runs import Run, RunError
 
 COPY, IGNORE = 2, -100
-METHODS = ("rtrl", "tbptt", "bptt", "lstm")
+METHODS = ("rtrl", "tbptt", "bptt", "lstm", "snap1", "uoro")
+DENSE_ONLINE = {"snap1": SnAp1LSTM, "uoro": UOROLSTM}  # dense LSTMs learning online, approximately
+CELLS: dict[str, type] = getattr(rtrl.nn, "MODULES", {"elstm": ELSTM})  # the element-wise layers
 
 
 @dataclass
@@ -42,9 +52,11 @@ class CopyConfig:
     """Everything a copy-task run depends on. ``CONFIGS`` holds the named presets."""
 
     method: str = "rtrl"
-    update_every: int = 1  # rtrl: steps between updates; tbptt/lstm: the span; 0 = whole sequence; bptt ignores it
+    cell: str = "elstm"  # the element-wise layer of rtrl/tbptt/bptt: a key of rtrl.nn.MODULES
+    update_every: int = 1  # rtrl/snap1/uoro: steps between updates; tbptt/lstm: the span; 0 = whole sequence; bptt ignores it
     level: int = 5  # patterns of 1..level bits, sequences of 2*level steps
     hidden_size: int = 128
+    params: int = 0  # > 0: choose hidden_size for about this many parameters (overrides hidden_size)
     batch_size: int = 32
     lr: float = 3e-3
     betas: tuple = (0.9, 0.995)
@@ -61,6 +73,10 @@ class CopyConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; choose one of {tuple(CELLS)}")
+        if self.params < 0:
+            raise ValueError(f"params must be >= 0 (0: use hidden_size), got {self.params}")
         if self.update_every < 0:
             raise ValueError(f"update_every must be >= 1 (or 0 for the whole sequence), got {self.update_every}")
         for name in ("level", "hidden_size", "batch_size", "max_sequences", "eval_every", "valid_size", "test_size"):
@@ -109,24 +125,61 @@ def make_split(level: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
 class CopyModel(nn.Module):
     """One-hot input -> one recurrent layer -> linear readout to two logits."""
 
-    def __init__(self, method: str, hidden_size: int) -> None:
+    def __init__(self, method: str, hidden_size: int, cell: str = "elstm") -> None:
         super().__init__()
         self.method = method
         if method == "lstm":
             self.core = nn.LSTM(3, hidden_size)
+        elif method in DENSE_ONLINE:
+            self.core = DENSE_ONLINE[method](3, hidden_size)
         else:
-            self.core = ELSTM(3, hidden_size, learning="rtrl" if method == "rtrl" else "bptt")
+            self.core = CELLS[cell](3, hidden_size, learning="rtrl" if method == "rtrl" else "bptt")
         self.head = nn.Linear(hidden_size, 2)
 
     def initial_state(self, batch_size: int, inference: bool = False):
         if self.method == "lstm":
             z = torch.zeros(1, batch_size, self.core.hidden_size)
             return (z, z.clone())
+        if self.method in DENSE_ONLINE:
+            return self.core.initial_state(batch_size, sensitivities=not inference)
         return self.core.initial_state(batch_size, sensitivities=False if inference else None)
 
     def forward(self, tokens: Tensor, state):
         y, state = self.core(F.one_hot(tokens, 3).float(), state)
         return self.head(y), state
+
+
+def count_parameters(method: str, hidden_size: int, cell: str = "elstm") -> int:
+    """Trainable parameters of the copy-task model (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        model = CopyModel(method, hidden_size, cell)
+    return sum(p.numel() for p in model.parameters())
+
+
+def hidden_size_for(method: str, params: int, cell: str = "elstm") -> int:
+    """The hidden size whose copy-task model has the parameter count closest to ``params``.
+
+    The count grows with the hidden size, so a bisection finds it; a size the layer refuses (the
+    RTU wants an even one) counts as the next size up."""
+
+    def count(n: int) -> tuple[int, int]:
+        for size in (n, n + 1):
+            try:
+                return count_parameters(method, size, cell), size
+            except ValueError:
+                continue
+        raise ValueError(f"no valid hidden size near {n} for method {method!r}, cell {cell!r}")
+
+    if params < 1:
+        raise ValueError(f"params must be positive, got {params}")
+    lo, hi = 1, 2
+    while count(hi)[0] < params:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:  # invariant: count(lo) < params <= count(hi), or lo = 1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid)[0] < params else (lo, mid)
+    (c_lo, n_lo), (c_hi, n_hi) = count(lo), count(hi)
+    return n_lo if params - c_lo < c_hi - params else n_hi
 
 
 def detach_state(state):
@@ -149,8 +202,10 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
                progress: bool = True) -> dict:
     """Train on the copy task; returns the final results (also written to ``run_dir``)."""
     cfg.validate()
+    if cfg.params > 0:  # recorded in the run's config, so a resumed run checks the same size
+        cfg = dataclasses.replace(cfg, hidden_size=hidden_size_for(cfg.method, cfg.params, cfg.cell))
     torch.manual_seed(cfg.seed)
-    model = CopyModel(cfg.method, cfg.hidden_size)
+    model = CopyModel(cfg.method, cfg.hidden_size, cfg.cell)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     train_gen = torch.Generator().manual_seed(cfg.data_seed)
     valid = make_split(cfg.level, cfg.valid_size, cfg.data_seed + 1)
@@ -212,8 +267,9 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
 
         model.load_state_dict(load_checkpoint(run.ckpt_dir / "best.pt", "copy")["model"])
     result = dict(
-        method=cfg.method, update_every=cfg.update_every, level=cfg.level, hidden_size=cfg.hidden_size,
-        seed=cfg.seed, test_accuracy=sequence_accuracy(model, *test), best_valid_accuracy=counters["best_acc"],
+        method=cfg.method, cell=cfg.cell if cfg.method in ("rtrl", "tbptt", "bptt") else None,
+        update_every=cfg.update_every, level=cfg.level, hidden_size=cfg.hidden_size,
+        parameters=sum(p.numel() for p in model.parameters()), seed=cfg.seed, test_accuracy=sequence_accuracy(model, *test), best_valid_accuracy=counters["best_acc"],
         sequences_to_solve=counters["solved_at"] if counters["solved_at"] >= 0 else None,
         sequences=counters["sequences"], updates=counters["updates"],
         wall_s=round(time.perf_counter() - t_start, 1),
@@ -253,5 +309,5 @@ def _plot_curve(run: Run) -> None:
     plt.close(fig)
 
 
-__all__ = ["CopyConfig", "CONFIGS", "METHODS", "make_batch", "make_split", "CopyModel", "train_copy",
-           "sequence_accuracy", "RunError"]
+__all__ = ["CopyConfig", "CONFIGS", "METHODS", "CELLS", "make_batch", "make_split", "CopyModel", "train_copy",
+           "sequence_accuracy", "count_parameters", "hidden_size_for", "RunError"]
