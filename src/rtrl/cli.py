@@ -22,18 +22,19 @@ from rtrl.utils import tune_cpu_allocator
 
 
 def _add_copy(sub) -> None:
-    from rtrl.tasks.copy import CONFIGS, METHODS, CopyConfig
+    from rtrl.tasks.copy import CELLS, CONFIGS, METHODS, CopyConfig
 
-    p = sub.add_parser("copy", help="train on the copy task (RTRL vs TBPTT vs BPTT vs LSTM)",
+    p = sub.add_parser("copy", help="train on the copy task (RTRL vs TBPTT vs BPTT vs LSTM vs SnAp-1 vs UORO)",
                        description="Train one model on the copy task and print its test sequence accuracy.")
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu", help="named preset (default: cpu)")
     p.add_argument("--method", choices=METHODS, help="learning rule / model (default: rtrl)")
+    p.add_argument("--cell", choices=sorted(CELLS), help="element-wise layer of rtrl/tbptt/bptt (default: elstm)")
     for f in dataclasses.fields(CopyConfig):
-        if f.name in ("method", "betas"):
+        if f.name in ("method", "cell", "betas"):
             continue
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                        help=f"default: the preset's ({f.default} in 'cpu')")
-    p.add_argument("--run-dir", help="run folder (default: runs/copy-<method>-k<update_every>-s<seed>)")
+    p.add_argument("--run-dir", help="run folder (default: runs/copy-<method>[-<cell>][-p<params>]-k<update_every>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_copy)
@@ -51,7 +52,9 @@ def _run_copy(args) -> int:
     from rtrl.tasks.copy import CONFIGS, train_copy
 
     cfg = _config(CONFIGS[args.config], args)
-    run_dir = args.run_dir or f"runs/copy-{cfg.method}-k{cfg.update_every}-s{cfg.seed}"
+    cell = f"-{cfg.cell}" if cfg.cell != "elstm" and cfg.method in ("rtrl", "tbptt", "bptt") else ""
+    size = f"-p{cfg.params}" if cfg.params else ""
+    run_dir = args.run_dir or f"runs/copy-{cfg.method}{cell}{size}-k{cfg.update_every}-s{cfg.seed}"
     print(f"run folder: {run_dir}", file=sys.stderr)
     return _print(train_copy(cfg, run_dir, resume=args.resume, progress=not args.no_progress))
 
