@@ -6,6 +6,7 @@
     rtrl copy --run-dir runs/copy-rtrl --resume
     rtrl train                                 # R2AC with an exact-RTRL core on a small memory task
     rtrl train --env popgym-RepeatPreviousEasy-v0 --core lstm --unroll 20
+    rtrl train --algo ppo --env popgym-RepeatPreviousEasy-v0   # PPO, same cores, run folders and resume
     rtrl eval runs/rtrl-Recall-v0-rtrl-elstm-M10-s0
     rtrl plot runs/A runs/B --out curves.png
 """
@@ -62,21 +63,24 @@ def _run_copy(args) -> int:
 def _add_train(sub) -> None:
     from rtrl.rl.agent import CORES
     from rtrl.rl.envs import ENV_NAMES
-    from rtrl.rl.train import PRESETS, TrainConfig
+    from rtrl.rl.train import ALGOS, PRESETS, TrainConfig
 
-    p = sub.add_parser("train", help="train an R2AC agent (IMPALA + V-trace, exact-RTRL core)",
-                       description="Train an R2AC agent. Environments: " + ", ".join(ENV_NAMES))
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="named preset (default: small)")
+    p = sub.add_parser("train", help="train an agent with R2AC (IMPALA + V-trace) or PPO, exact-RTRL core",
+                       description="Train an agent with R2AC (--algo impala, the default) or PPO (--algo ppo). "
+                       "Environments: " + ", ".join(ENV_NAMES))
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="named preset (default: 'small', or 'ppo' with --algo ppo)")
+    p.add_argument("--algo", choices=ALGOS, default=None, help="impala (R2AC, default) or ppo")
     p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: rtrl-elstm)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "core":
+        if f.name in ("core", "algo"):
             continue
         flag, hint = "--" + f.name.replace("_", "-"), f"default: the preset's ({f.default} in 'small')"
         if isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=hint)
         else:
             p.add_argument(flag, type=type(f.default), default=None, help=hint)
-    p.add_argument("--run-dir", help="run folder (default: runs/<env>-<core>-M<unroll>-s<seed>)")
+    p.add_argument("--run-dir", help="run folder (default: runs/<env>-[ppo-]<core>-M<unroll>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
@@ -104,8 +108,10 @@ def _print(obj) -> int:
 def _run_train(args) -> int:
     from rtrl.rl.train import PRESETS, train
 
-    cfg = _config(PRESETS[args.preset], args)
-    run_dir = args.run_dir or f"runs/{cfg.env}-{cfg.core}-M{cfg.unroll}-s{cfg.seed}"
+    preset = args.preset or ("ppo" if args.algo == "ppo" else "small")
+    cfg = _config(PRESETS[preset], args)
+    algo = "ppo-" if cfg.algo == "ppo" else ""
+    run_dir = args.run_dir or f"runs/{cfg.env}-{algo}{cfg.core}-M{cfg.unroll}-s{cfg.seed}"
     print(f"run folder: {run_dir}", file=sys.stderr)
     return _print(train(cfg, run_dir, resume=args.resume, progress=not args.no_progress))
 

@@ -11,6 +11,9 @@ Streams: actor ``k``'s environment ``i`` is stream ``k * num_envs + i``. Every r
 covers all its streams, in time order, and the learner takes them in queue order (a batch never
 holds two rollouts of one actor), so each stream's RTRL state advances in order.
 
+``algo = "ppo"`` trains the same agent with PPO instead (:mod:`rtrl.rl.ppo`), with the same run
+folder, checkpoints, resume and evaluation; :func:`train` dispatches on it.
+
 Resuming (``resume=True``) restores the weights, optimiser, schedule, counters, RNG and the
 per-stream RTRL state; environments cannot be checkpointed, so every stream starts a new episode
 (``done`` is set on its first step, which zeroes its state and sensitivities, as in any episode).
@@ -38,9 +41,13 @@ from rtrl.rl.learner import Learner, LearnerConfig, NonFiniteError, Rollout
 from rtrl.utils import ProgressBar
 from rtrl.runs import Run, RunError, load_checkpoint
 
+ALGOS = ("impala", "ppo")  # R2AC (IMPALA + V-trace) or PPO; both with any core
+_CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo"}
+
 
 @dataclass
 class TrainConfig:
+    algo: str = "impala"  # "impala" (R2AC: actors, V-trace) or "ppo" (synchronous, see rtrl.rl.ppo)
     env: str = "rtrl-Recall-v0"
     core: str = "rtrl-elstm"
     hidden_size: int = 64
@@ -71,8 +78,18 @@ class TrainConfig:
     freeze_stem: bool = False  # keep the stem fixed (the paper's DMLab recipe: pretrain with TBPTT, freeze)
     backend: str = "local"  # actors as local processes ("local") or Ray actors ("ray"); with num_actors >= 1
     ray_address: str = ""  # join this Ray cluster (empty: start a local Ray instance)
+    # PPO only (algo = "ppo"); value_weight and entropy_weight above are PPO's vf_coef and ent_coef
+    ppo_epochs: int = 4  # passes over each rollout
+    ppo_minibatches: int = 4  # minibatches per epoch, split by env (must divide num_envs)
+    clip_coef: float = 0.2  # the surrogate's ratio clip (and the value clip)
+    clip_value: bool = True  # clip the value loss around the rollout's values (else plain squared error)
+    gae_lambda: float = 0.95
 
     def validate(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}; choose one of {ALGOS}")
+        if self.algo == "ppo":
+            self._validate_ppo()
         if self.core not in CORES:
             raise ValueError(f"unknown core {self.core!r}; choose one of {CORES}")
         if self.stem not in STEMS:
@@ -97,13 +114,31 @@ class TrainConfig:
         if not (self.lr >= 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a non-negative number, got {self.lr}")
 
+    def _validate_ppo(self) -> None:
+        if self.num_actors != 0:
+            raise ValueError("--algo ppo runs synchronously in one process: use --num-envs for more environments "
+                             f"and leave --num-actors at 0 (got {self.num_actors})")
+        if self.batch_rollouts != 1:
+            raise ValueError(f"--batch-rollouts is for --algo impala; PPO takes one rollout of all --num-envs "
+                             f"per update (got {self.batch_rollouts})")
+        for name in ("ppo_epochs", "ppo_minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_envs % self.ppo_minibatches:
+            raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) must divide num_envs ({self.num_envs}): "
+                             "minibatches are whole environments' rollouts, of equal size")
+        if not (self.clip_coef > 0 and math.isfinite(self.clip_coef)):
+            raise ValueError(f"clip_coef must be a positive number, got {self.clip_coef}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+
     @property
     def num_streams(self) -> int:
         return max(self.num_actors, 1) * self.num_envs
 
     @property
     def frames_per_update(self) -> int:
-        return self.unroll * self.num_envs * self.batch_rollouts
+        return self.unroll * self.num_envs * self.batch_rollouts  # PPO: batch_rollouts is 1
 
     def learner_config(self) -> LearnerConfig:
         total = math.ceil(self.total_frames / self.frames_per_update) if self.lr_decay else 0
@@ -121,6 +156,9 @@ PRESETS = {
 # ProcGen Chaser, hard (the paper's Sec. 4.2): N = 256, M = 50, 200 M steps; and its memory mode.
 PRESETS["procgen-chaser"] = dataclasses.replace(PRESETS["paper"], env="procgen-chaser-hard-v0", hidden_size=256,
                                                 unroll=50, total_frames=200_000_000)
+# PPO on the small tasks: Adam, 8 minibatches of 2 envs, rollouts of 4 Recall episodes.
+PRESETS["ppo"] = TrainConfig(algo="ppo", optimizer="adam", lr=1e-3, unroll=20, num_envs=16, ppo_epochs=4,
+                             ppo_minibatches=4, grad_clip=0.5, lr_decay=True, log_every=5, checkpoint_every=50)
 PRESETS["procgen-maze-memory"] = dataclasses.replace(PRESETS["procgen-chaser"], env="procgen-maze-memory-v0")
 # The paper's five Atari games (its Table 2): N = 256, M = 50, 200 M steps, RMSProp 6e-4, 32 actors.
 for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
@@ -141,7 +179,10 @@ def load_stem(agent: Agent, source: str | Path) -> None:
     path = Path(source)
     if path.is_dir():
         path = path / "checkpoints" / "latest.pt"
-    saved = load_checkpoint(path, "r2ac")["agent"]
+    saved = load_checkpoint(path)
+    if saved.get("kind") not in _CHECKPOINT_KIND.values():
+        raise RunError(f"{path} is a {saved.get('kind')!r} checkpoint, not a trained agent's")
+    saved = saved["agent"]
     stem = {k[len("stem."):]: v for k, v in saved.items() if k.startswith("stem.")}
     own = agent.stem.state_dict()
     if stem.keys() != own.keys() or any(stem[k].shape != own[k].shape for k in own):
@@ -298,12 +339,48 @@ class _EnvSpec:
         return _EnvSpec(agent.obs_shape, agent.num_actions)
 
 
+_MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address")
+
+
+def open_run(cfg: TrainConfig, run_dir: Optional[str | Path], resume: bool) -> Optional[Run]:
+    """The run folder (None without ``run_dir``). A resumed run's config must match, except the
+    budget-like keys, and options added to ``TrainConfig`` after the run started, left at default."""
+    if not run_dir:
+        return None
+    may_change = _MAY_CHANGE
+    cfg_file = Path(run_dir) / "config.json"
+    if resume and cfg_file.is_file():
+        saved = json.loads(cfg_file.read_text())
+        defaults = TrainConfig()
+        may_change += tuple(f.name for f in dataclasses.fields(TrainConfig)
+                            if f.name not in saved and getattr(cfg, f.name) == getattr(defaults, f.name))
+    return Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=may_change)
+
+
+def finish_run(run: Optional[Run], cfg: TrainConfig, result: dict) -> dict:
+    """Evaluate the last checkpoint, write ``result.json`` and the curve, close the run."""
+    if run is not None:
+        if cfg.eval_episodes > 0:
+            result["eval"] = evaluate_run(run.path, cfg.eval_episodes)
+        (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        from rtrl.rl.plot import plot_runs
+
+        plot_runs([run.path], run.path / "curve.png")
+        run.close()
+    return result
+
+
 def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool = False,
           progress: bool = True) -> dict:
-    """Train an R2AC agent; returns the final statistics (also in ``run_dir``)."""
+    """Train an agent with R2AC (``cfg.algo == "impala"``) or PPO (``"ppo"``); returns the final
+    statistics (also in ``run_dir``)."""
     from rtrl.rl.envs import make_env
 
     cfg.validate()
+    if cfg.algo == "ppo":
+        from rtrl.rl.ppo import train_ppo
+
+        return train_ppo(cfg, run_dir, resume, progress)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -313,7 +390,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
     if cfg.load_stem:
         load_stem(agent, cfg.load_stem)  # a resumed run then overwrites it with its own checkpoint
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
-    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address")) if run_dir else None
+    run = open_run(cfg, run_dir, resume)
     counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
     if run is not None and resume:
         ckpt = run.latest("r2ac")
@@ -392,15 +469,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
                   actor_restarts=actors.restarts if actors is not None else 0,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
                   wall_s=round(time.perf_counter() - t_start, 1))
-    if run is not None:
-        if cfg.eval_episodes > 0:
-            result["eval"] = evaluate_run(run.path, cfg.eval_episodes)
-        (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        from rtrl.rl.plot import plot_runs
-
-        plot_runs([run.path], run.path / "curve.png")
-        run.close()
-    return result
+    return finish_run(run, cfg, result)
 
 
 @torch.no_grad()
@@ -430,9 +499,9 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "la
     run_dir = Path(run_dir)
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
-        raise RunError(f"{run_dir} is not an R2AC run folder (no config.json)")
+        raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
     cfg = TrainConfig(**json.loads(cfg_file.read_text()))
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", "r2ac")
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", _CHECKPOINT_KIND.get(cfg.algo))
     probe = make_env(cfg.env, 1, seed=0)
     agent = build_agent(cfg, probe)
     probe.close()

@@ -1,0 +1,330 @@
+"""PPO whose recurrent core can learn by exact RTRL (``rtrl train --algo ppo``).
+
+One iteration, for ``B`` envs and rollouts of ``T`` steps (``--unroll``):
+
+1. **Rollout.** Every env steps ``T`` times with the current weights θ. We keep the observations,
+   the previous rewards, ``done``, the actions, ``log π_θ(a)`` and ``V_θ``, plus ``V_θ`` of the
+   observation after the last step (the bootstrap), and the core's state *before* the rollout:
+   ``c_0`` and, for an RTRL core, its sensitivities ``S_0 = dc_0/dθ``.
+2. **Advantages.** GAE(λ) from the rollout's own values, once; they stay fixed for all epochs.
+3. **Epochs.** ``ppo_epochs`` times: the envs are shuffled and split into ``ppo_minibatches``
+   groups (by env, never by time, so each env's segment stays whole); each group's segment is
+   re-run from its stored ``(c_0, S_0)`` with the current weights, and one Adam step is taken on
+   the clipped surrogate, the (clipped) value loss and the entropy bonus. An RTRL core adds the
+   carry-in term ``∂L/∂c_0 · S_0`` to its gradient, so the gradient reaches back across every
+   earlier rollout of the episode, not only into this segment.
+4. **Carry.** The segment is re-run once more with the *final* weights, without parameter
+   gradients (the exact-RTRL forward still computes the carried-out sensitivities). Its end state
+   ``(c_T, S_T)`` starts the next rollout: the learner keeps ``(c_T, S_T)``, the actor acts from
+   ``c_T``.
+
+Why step 4 is the right carry for exact RTRL. With fixed weights, the carried ``(c_T, S_T)`` is
+exactly the state and derivative that one forward pass over all rollouts would give, so the
+gradient of any later segment equals BPTT through all of them (``tests/test_ppo.py`` checks this).
+With changing weights, re-running with the final weights keeps ``c_T`` and ``S_T`` consistent
+with each other (``S_T`` is the derivative of that very ``c_T``) and with the weights the next
+rollout acts with; the behaviour policy and the first minibatch of the next update start from the
+same ``c_0``, so PPO's ratio is exactly 1 there and measures the weight change only. Carrying the
+states from the last epoch's forwards instead would mix weights that differ between minibatches,
+and would disagree with the actor's state. What stays approximate is the usual RTRL staleness:
+``S_0`` of a rollout was built with older weights (the previous iteration's final ones, and
+earlier ones further back), while the epochs change the weights several times; R2AC makes the same
+approximation between segments. The stem below the core gets the within-segment gradient only.
+
+Other cores: ``tbptt-elstm`` and ``lstm`` re-run from the stored, detached ``c_0`` (truncated BPTT
+over the rollout); ``bptt-elstm`` needs every rollout to be exactly one episode; ``none`` has no
+state.
+
+Resuming restores the weights, the optimiser, the schedule and the counters. Environments cannot
+be checkpointed, so every env starts a new episode after a restart, which zeroes its state and
+sensitivities (the same as R2AC).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtrl.exact import RecurrentState
+from rtrl.rl.agent import Agent
+from rtrl.rl.learner import NonFiniteError
+from rtrl.utils import ProgressBar
+
+
+@dataclass
+class Segment:
+    """One rollout of ``B`` envs, time-major; ``T`` steps plus the observation after them."""
+
+    obs: Tensor  # (T+1, B, *obs_shape)
+    reward: Tensor  # (T+1, B): reward[t] was received on arriving at obs[t] (the core's input)
+    done: Tensor  # (T+1, B) bool: obs[t] is the first observation of a new episode
+    action: Tensor  # (T, B) int64
+    logprob: Tensor  # (T, B): log π_old(action[t]) under the rollout's weights
+    value: Tensor  # (T+1, B): V_old(obs[t]); value[T] is the bootstrap
+    state: RecurrentState  # the core's state before obs[0]: c (B, ...) and, for RTRL, S
+
+    @property
+    def length(self) -> int:
+        return self.action.shape[0]
+
+    def envs(self, idx: Tensor) -> "Segment":
+        """The same segment for the envs ``idx`` only (their whole time range)."""
+        return Segment(self.obs[:, idx], self.reward[:, idx], self.done[:, idx], self.action[:, idx],
+                       self.logprob[:, idx], self.value[:, idx], self.state.map(lambda t: t[idx]))
+
+
+class Collector:
+    """Steps a ``VecEnv`` with the agent's sampling policy and cuts segments of ``unroll`` steps.
+
+    ``state`` is the learner-side state before the next segment (with sensitivities for an RTRL
+    core); the actor acts from its ``c`` alone, on the cheap inference path.
+    """
+
+    def __init__(self, env, agent: Agent, unroll: int, seed: int) -> None:
+        self.env, self.agent, self.unroll = env, agent, unroll
+        B = env.num_envs
+        self.obs = torch.as_tensor(env.reset(seed))
+        self.reward = torch.zeros(B)
+        self.done = torch.ones(B, dtype=torch.bool)  # the first observation starts an episode
+        self.state = agent.initial_state(B, learner=True)
+
+    @torch.no_grad()
+    def collect(self) -> tuple[Segment, list[tuple[float, int]]]:
+        """The next segment and the (return, length) of every episode that ended in it."""
+        T, B, dtype = self.unroll, self.env.num_envs, self.agent.policy.weight.dtype
+        obs = torch.empty(T + 1, *self.obs.shape, dtype=self.obs.dtype)
+        reward, done = torch.empty(T + 1, B), torch.empty(T + 1, B, dtype=torch.bool)
+        action, logprob = torch.empty(T, B, dtype=torch.long), torch.empty(T, B, dtype=dtype)
+        value = torch.empty(T + 1, B, dtype=dtype)
+        actor_state = RecurrentState(self.state.c)
+        for t in range(T + 1):
+            obs[t], reward[t], done[t] = self.obs, self.reward, self.done
+            logits, v, actor_state = self.agent(self.obs[None], self.reward[None], self.done[None], actor_state)
+            value[t] = v[0]
+            if t == T:  # only the bootstrap value of the observation after the segment
+                break
+            logp = F.log_softmax(logits[0], -1)
+            action[t] = torch.multinomial(logp.exp(), 1).squeeze(-1)
+            logprob[t] = logp.gather(-1, action[t, :, None]).squeeze(-1)
+            o, r, d = self.env.step(action[t].numpy())
+            self.obs, self.reward = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32)
+            self.done = torch.as_tensor(d)
+        return Segment(obs, reward, done, action, logprob, value, self.state), self.env.pop_episode_stats()
+
+
+@torch.no_grad()
+def gae(reward: Tensor, done: Tensor, value: Tensor, discount: float, lam: float) -> tuple[Tensor, Tensor]:
+    """GAE(λ) in a segment's layout: ``reward, done, value (T+1, B)`` -> advantages, returns ``(T, B)``.
+
+    The transition from step ``t`` earns ``reward[t+1]``; ``done[t+1]`` means it ended the
+    episode (``obs[t+1]`` already belongs to the next one), so nothing is bootstrapped across it.
+    """
+    T = value.shape[0] - 1
+    nonterminal = (~done[1:]).to(value.dtype)
+    adv = torch.empty_like(value[:T])
+    last = torch.zeros_like(value[0])
+    for t in range(T - 1, -1, -1):
+        delta = reward[t + 1] + discount * nonterminal[t] * value[t + 1] - value[t]
+        last = delta + discount * lam * nonterminal[t] * last
+        adv[t] = last
+    return adv, adv + value[:T]
+
+
+class PPO:
+    """The optimiser, the schedule, the counters and the PPO update of one segment.
+
+    ``cfg`` is a :class:`rtrl.rl.train.TrainConfig` (its ``ppo_*``, ``clip_*``, ``gae_lambda``,
+    ``value_weight``, ``entropy_weight``, ``grad_clip``, ``discount``, ``reward_clip`` fields).
+    """
+
+    def __init__(self, agent: Agent, cfg, total_updates: int = 0) -> None:
+        self.agent, self.cfg = agent, cfg
+        params = [p for p in agent.parameters() if p.requires_grad]
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+        elif cfg.optimizer == "rmsprop":
+            self.opt = torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'rmsprop'")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(  # linear decay to 0, stepped once per iteration
+            self.opt, lambda u: max(0.0, 1 - u / total_updates) if total_updates > 0 else 1.0)
+        self.updates = 0  # iterations (one per rollout)
+        self.skipped = 0
+
+    def loss(self, seg: Segment, adv: Tensor, ret: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """PPO's loss on ``seg`` (some envs' whole segments), re-run from ``seg.state`` with the
+        current weights. ``adv``, ``ret`` ``(T, b)``: GAE advantages and returns of these envs.
+
+        Stored states carry no autograd history, so a BPTT core's gradient stops at ``seg.state``
+        (truncated BPTT) while an RTRL core adds the carry-in term through its sensitivities."""
+        cfg, T = self.cfg, seg.length
+        logits, values, _ = self.agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
+        logp_all = F.log_softmax(logits, -1)
+        logprob = logp_all.gather(-1, seg.action[..., None]).squeeze(-1)
+        log_ratio = logprob - seg.logprob
+        ratio = log_ratio.exp()
+        adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)  # normalised per minibatch
+        policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        old_v = seg.value[:T]
+        if cfg.clip_value:  # the value may move at most clip_coef from the rollout's estimate
+            clipped = old_v + (values - old_v).clamp(-cfg.clip_coef, cfg.clip_coef)
+            value = 0.5 * torch.max((values - ret) ** 2, (clipped - ret) ** 2).mean()
+        else:
+            value = 0.5 * ((values - ret) ** 2).mean()
+        entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+        total = policy + cfg.value_weight * value - cfg.entropy_weight * entropy
+        with torch.no_grad():
+            stats = dict(loss=total, policy_loss=policy, value_loss=value, entropy=entropy,
+                         approx_kl=((ratio - 1) - log_ratio).mean(),
+                         clip_frac=((ratio - 1).abs() > cfg.clip_coef).to(ratio.dtype).mean())
+        return total, {k: v.detach() for k, v in stats.items()}
+
+    def update(self, seg: Segment) -> tuple[dict[str, float], RecurrentState]:
+        """All epochs on one segment; returns the statistics and the state to carry (see step 4
+        in the module docstring). On NaN/Inf the weights and optimiser are restored to what they
+        were before this segment and ``NonFiniteError`` is raised."""
+        cfg, agent, T, B = self.cfg, self.agent, seg.length, seg.action.shape[1]
+        if agent.core_name == "bptt-elstm" and not (seg.done[0].all() and seg.done[T].all()):
+            raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
+                             "exactly one episode; set --unroll to the (fixed) episode length")
+        for name in ("obs", "reward"):
+            t = getattr(seg, name)
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                self.skipped += 1
+                raise NonFiniteError(f"segment.{name} holds NaN/Inf: update skipped, weights kept")
+        reward = seg.reward.to(seg.value.dtype)
+        if cfg.reward_clip > 0:
+            reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+        adv, ret = gae(reward, seg.done, seg.value, cfg.discount, cfg.gae_lambda)
+        backup = copy.deepcopy((agent.state_dict(), self.opt.state_dict()))
+        sums: dict[str, float] = {}
+        n = 0
+        for _ in range(cfg.ppo_epochs):
+            for idx in torch.randperm(B).chunk(cfg.ppo_minibatches):
+                loss, stats = self.loss(seg.envs(idx), adv[:, idx], ret[:, idx])
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    agent.load_state_dict(backup[0])
+                    self.opt.load_state_dict(backup[1])
+                    self.opt.zero_grad(set_to_none=True)
+                    self.skipped += 1
+                    raise NonFiniteError(f"non-finite loss or gradient at update {self.updates}: "
+                                         "update skipped, weights kept")
+                self.opt.step()
+                for k, v in dict(stats, grad_norm=grad_norm).items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                n += 1
+        lr = self.opt.param_groups[0]["lr"]
+        self.sched.step()
+        self.updates += 1
+        with torch.no_grad():  # the carry: c_T (and S_T for RTRL) under the final weights
+            _, _, carried = agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
+            var = ret.var()
+            explained = 1 - (ret - seg.value[:T]).var() / var if var > 0 else torch.tensor(float("nan"))
+        out = {k: v / n for k, v in sums.items()}
+        out.update(lr=lr, mean_value=seg.value[:T].mean().item(), explained_variance=float(explained))
+        return out, carried.detach()
+
+    def state_dict(self) -> dict:
+        return dict(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), updates=self.updates,
+                    skipped=self.skipped)
+
+    def load_state_dict(self, d: dict) -> None:
+        self.opt.load_state_dict(d["optimizer"])
+        self.sched.load_state_dict(d["scheduler"])
+        self.updates, self.skipped = int(d["updates"]), int(d["skipped"])
+
+
+def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
+    evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
+    from rtrl.rl.envs import make_env
+    from rtrl.rl.train import build_agent, finish_run, load_stem, open_run
+
+    cfg.validate()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    probe = make_env(cfg.env, 1, seed=cfg.seed)
+    agent = build_agent(cfg, probe)
+    probe.close()
+    if cfg.load_stem:
+        load_stem(agent, cfg.load_stem)
+    ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)
+    run = open_run(cfg, run_dir, resume)
+    counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
+    if run is not None and resume:
+        ckpt = run.latest("ppo")
+        if ckpt is not None:
+            agent.load_state_dict(ckpt["agent"])
+            ppo.load_state_dict(ckpt["ppo"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            counters.update(ckpt["counters"])
+            counters["restarts"] += 1
+    env_seed = cfg.seed * 10_007 + 100_003 * counters["restarts"]  # a restart plays new episodes
+    env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
+    collector = Collector(env, agent, cfg.unroll, env_seed)
+
+    returns: deque = deque(maxlen=100)
+    bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
+    t_start, frames_at_log, t_log = time.perf_counter() - counters["wall"], counters["frames"], time.perf_counter()
+
+    def save() -> None:
+        counters["wall"] = time.perf_counter() - t_start
+        run.save(dict(step=counters["frames"], agent=agent.state_dict(), ppo=ppo.state_dict(),
+                      torch_rng=torch.get_rng_state(), counters=dict(counters)), "ppo")
+
+    try:
+        while counters["frames"] < cfg.total_frames:
+            seg, episodes = collector.collect()
+            returns.extend(ret for ret, _ in episodes)
+            counters["episodes"] += len(episodes)
+            try:
+                stats, collector.state = ppo.update(seg)
+            except NonFiniteError as e:  # the segment is dropped; its envs' state goes on (NaN read as 0)
+                print(f"warning: {e}", file=sys.stderr, flush=True)
+                if ppo.skipped > 100:
+                    raise
+                with torch.no_grad():
+                    carried = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
+                collector.state = carried.map(lambda t: torch.nan_to_num(t, 0.0, 0.0, 0.0))
+                continue
+            frames = seg.length * cfg.num_envs
+            counters["frames"] += frames
+            mean_ret = float(np.mean(returns)) if returns else float("nan")
+            bar.update(frames, ret=mean_ret, upd=ppo.updates)
+            last = counters["frames"] >= cfg.total_frames
+            if run is not None and (ppo.updates % cfg.log_every == 0 or last):
+                now = time.perf_counter()
+                fps = (counters["frames"] - frames_at_log) / max(now - t_log, 1e-9)
+                frames_at_log, t_log = counters["frames"], now
+                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=fps,
+                        updates=ppo.updates, **stats)
+            if run is not None and (ppo.updates % cfg.checkpoint_every == 0 or last):
+                save()
+    except KeyboardInterrupt:
+        if run is not None:  # the weights as they are; frames and updates count finished iterations only
+            save()
+        raise
+    finally:
+        bar.close()
+        env.close()
+    result = dict(algo="ppo", env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed,
+                  frames=counters["frames"], updates=ppo.updates, skipped_updates=ppo.skipped,
+                  train_mean_return_last100=float(np.mean(returns)) if returns else None,
+                  wall_s=round(time.perf_counter() - t_start, 1))
+    return finish_run(run, cfg, result)
+
