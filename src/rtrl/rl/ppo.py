@@ -152,7 +152,7 @@ class PPO:
         self.agent, self.cfg = agent, cfg
         params = [p for p in agent.parameters() if p.requires_grad]
         if cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+            self.opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)  # eps 1e-5: the usual PPO setting
         elif cfg.optimizer == "rmsprop":
             self.opt = torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha)
         else:
