@@ -8,7 +8,9 @@ Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT wit
 ``bptt-elstm`` (eLSTM, BPTT over whole episodes: each rollout must be exactly one episode),
 ``rtrl-lru``/``tbptt-lru`` and ``rtrl-rtu``/``tbptt-rtu`` (the LRU and the ReLU-output RTU of
 :mod:`rtrl.nn`, exact RTRL or BPTT within the segment; their states are complex tensors),
-``lstm`` (``nn.LSTM`` weights, BPTT within the segment) and ``none`` (feedforward). Every core has
+``lstm`` (``nn.LSTM`` weights, BPTT within the segment), ``snap1-lstm`` and ``uoro-lstm`` (a dense
+LSTM learned with the approximate RTRL of :mod:`rtrl.approx`: BPTT within the segment plus the
+approximate carry-in) and ``none`` (feedforward). Every core has
 the same API as :class:`rtrl.nn.ELSTM` and a :class:`rtrl.exact.RecurrentState` whose tensors
 are batch first, so the learner can keep one slot per stream for any of them.
 """
@@ -21,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.exact import RecurrentState
 from rtrl.nn import ELSTM, LRU, RTU
 
-CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "lstm", "none")
+CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "lstm",
+         "snap1-lstm", "uoro-lstm", "none")
 
 
 class ResettableLSTM(nn.Module):
@@ -179,6 +183,10 @@ class Agent(nn.Module):
             self.core = (LRU if cell == "lru" else RTU)(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)
+        elif core == "snap1-lstm":
+            self.core = SnAp1LSTM(d, hidden_size)
+        elif core == "uoro-lstm":
+            self.core = UOROLSTM(d, hidden_size)
         else:
             self.core = Feedforward(d)
         self.policy = nn.Linear(self.core.hidden_size, num_actions)
@@ -188,10 +196,15 @@ class Agent(nn.Module):
     def exact_rtrl(self) -> bool:
         return self.core_name.startswith("rtrl-")
 
+    @property
+    def carries_sensitivities(self) -> bool:
+        """The learner keeps (exact or approximate) sensitivities per stream: RTRL, SnAp-1, UORO."""
+        return self.exact_rtrl or self.core_name in ("snap1-lstm", "uoro-lstm")
+
     def initial_state(self, batch_size: int, learner: bool = True) -> RecurrentState:
         """Zero state; with sensitivities only for an RTRL core on the learner side."""
         w = self.policy.weight
-        sens = learner and self.exact_rtrl
+        sens = learner and self.carries_sensitivities
         return self.core.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
 
     def forward(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):

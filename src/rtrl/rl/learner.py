@@ -95,7 +95,7 @@ class Learner:
             self.opt, lambda u: max(0.0, 1 - u / total) if total > 0 else 1.0)
         self.updates = 0
         self.skipped = 0
-        self.bank: Optional[RecurrentState] = agent.initial_state(num_streams) if agent.exact_rtrl else None
+        self.bank: Optional[RecurrentState] = agent.initial_state(num_streams) if agent.carries_sensitivities else None
 
     def reset_streams(self) -> None:
         """Forget every stream's state (they all start new episodes, e.g. after a restart)."""
