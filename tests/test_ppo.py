@@ -96,6 +96,27 @@ def test_ppo_gradient_from_carried_sensitivities_equals_bptt_through_earlier_rol
 
 
 # The `ppo` preset with lr 2e-3. Measured: greedy return 1.0 after 7k frames on seeds 0, 1, 2.
+def test_carried_state_is_the_behaviour_policys_state_under_changing_weights():
+    # after each update the segment is re-run with the new weights; the next rollout acts from that
+    # state, so re-running it before any step reproduces the behaviour policy: ratio 1
+    torch.manual_seed(0)
+    cfg = TrainConfig(algo="ppo", core="rtrl-elstm", num_envs=4, unroll=7, ppo_minibatches=2, optimizer="adam",
+                      lr=1e-2, hidden_size=8)
+    env = make_env(cfg.env, cfg.num_envs, seed=0)
+    agent = build_agent(cfg, env)
+    ppo, collector = PPO(agent, cfg), Collector(env, agent, cfg.unroll, seed=0)
+    for _ in range(3):
+        seg, _ = collector.collect()
+        with torch.no_grad():
+            logits, values, _ = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)
+        logprob = torch.log_softmax(logits, -1).gather(-1, seg.action[..., None]).squeeze(-1)
+        assert torch.allclose(logprob, seg.logprob, atol=1e-5) and torch.allclose(values, seg.value[:-1], atol=1e-5)
+        before = [p.detach().clone() for p in agent.parameters()]
+        _, collector.state = ppo.update(seg)
+        assert any(not torch.equal(a, p) for a, p in zip(before, agent.parameters()))
+    env.close()
+
+
 SMALL = dict(algo="ppo", optimizer="adam", lr=2e-3, unroll=20, num_envs=16, grad_clip=0.5, log_every=5,
              checkpoint_every=50, eval_episodes=30)
 

@@ -24,7 +24,7 @@ gradient of any later segment equals BPTT through all of them (``tests/test_ppo.
 With changing weights, re-running with the final weights keeps ``c_T`` and ``S_T`` consistent
 with each other (``S_T`` is the derivative of that very ``c_T``) and with the weights the next
 rollout acts with; the behaviour policy and the first minibatch of the next update start from the
-same ``c_0``, so PPO's ratio is exactly 1 there and measures the weight change only. Carrying the
+same ``c_0``, so PPO's ratio is 1 there (to rounding) and measures the weight change only. Carrying the
 states from the last epoch's forwards instead would mix weights that differ between minibatches,
 and would disagree with the actor's state. What stays approximate is the usual RTRL staleness:
 ``S_0`` of a rollout was built with older weights (the previous iteration's final ones, and
