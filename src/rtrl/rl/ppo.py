@@ -31,9 +31,11 @@ and would disagree with the actor's state. What stays approximate is the usual R
 earlier ones further back), while the epochs change the weights several times; R2AC makes the same
 approximation between segments. The stem below the core gets the within-segment gradient only.
 
-Other cores: ``tbptt-elstm`` and ``lstm`` re-run from the stored, detached ``c_0`` (truncated BPTT
-over the rollout); ``bptt-elstm`` needs every rollout to be exactly one episode; ``none`` has no
-state.
+Other cores: every ``rtrl-*`` core (eLSTM, LRU, RTU) works as above. ``snap1-lstm`` and
+``uoro-lstm`` store and re-run their approximate sensitivities the same way. ``tbptt-*`` and
+``lstm`` re-run from the stored, detached ``c_0`` (truncated BPTT over the rollout);
+``bptt-elstm`` needs every rollout to be exactly one episode; ``none`` has no state. Nothing here
+depends on the core: it only stores ``agent.initial_state(B, learner=True)``-shaped states.
 
 Resuming restores the weights, the optimiser, the schedule and the counters. Environments cannot
 be checkpointed, so every env starts a new episode after a restart, which zeroes its state and
