@@ -161,9 +161,11 @@ class LRU(ElementwiseRNN):
     (:class:`rtrl.cells.LRUCell`) and the readout ``y_t = Re(C c_t) + D x_t``.
 
     ``C`` (``N×N`` complex) is two real matrices applied outside the recurrence, so, like the
-    eLSTM's output gate, it is trained by plain backprop; ``readout.weight`` holds
-    ``[Re C, −Im C, D]`` acting on ``[Re c; Im c; x]`` (no bias, as the paper). Init as the paper:
-    ``C`` ~ N(0, 1/N) per part; ``D`` ~ N(0, 1/D_in) (a matrix here, since ``D_in ≠ N`` in general).
+    eLSTM's output gate, it is trained by plain backprop: ``readout`` (no bias, as the paper) acts
+    on ``c``'s interleaved real view ``(Re c_1, Im c_1, Re c_2, …)`` (a free view, where
+    ``[Re c; Im c]`` would cost a copy each way), so its weight's columns are
+    ``(Re C_1, −Im C_1, Re C_2, …)``; ``skip`` is ``D``. Init as the paper: ``C`` ~ N(0, 1/N) per
+    part; ``D`` ~ N(0, 1/D_in) (a matrix here, since ``D_in ≠ N`` in general).
 
     Args:
         input_size: ``D``. hidden_size: ``N`` complex units (and the width of ``y``).
@@ -174,14 +176,14 @@ class LRU(ElementwiseRNN):
     def __init__(self, input_size: int, hidden_size: int, learning: str = "rtrl", r_min: float = 0.0,
                  r_max: float = 1.0, max_phase: float = 2 * math.pi) -> None:
         super().__init__(LRUCell(input_size, hidden_size, r_min, r_max, max_phase), learning, output_gate=False)
-        self.readout = nn.Linear(2 * hidden_size + input_size, hidden_size, bias=False)
-        with torch.no_grad():
-            n = hidden_size
-            nn.init.normal_(self.readout.weight[:, : 2 * n], std=1 / math.sqrt(n))
-            nn.init.normal_(self.readout.weight[:, 2 * n :], std=1 / math.sqrt(input_size))
+        self.readout = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+        self.skip = nn.Linear(input_size, hidden_size, bias=False)
+        nn.init.normal_(self.readout.weight, std=1 / math.sqrt(hidden_size))
+        nn.init.normal_(self.skip.weight, std=1 / math.sqrt(input_size))
 
     def _readout(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.readout(torch.cat((c.real, c.imag, x), -1))
+        return torch.addmm(self.skip(x).flatten(0, -2), torch.view_as_real(c).flatten(-2).flatten(0, -2),
+                           self.readout.weight.t()).view(*c.shape[:-1], -1)
 
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda t: t}
@@ -189,7 +191,8 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda t: t}
 
 class RTU(ElementwiseRNN):
     """Recurrent Trace Units (Elelimy et al. 2024): complex diagonal recurrence in polar form
-    (:class:`rtrl.cells.RTUCell`) and ``y_t = [g(Re c_t); g(Im c_t)]``.
+    (:class:`rtrl.cells.RTUCell`) and ``y_t = g((Re c_1, Im c_1, Re c_2, Im c_2, …))``, the
+    interleaved real view of ``c_t`` (free, where ``[Re c; Im c]`` would cost a copy each way).
 
     ``hidden_size`` is the width of ``y`` and must be even: ``hidden_size/2`` complex units, each
     giving two features, as the paper's units give the pair ``(c¹, c²)``. ``activation`` ``g``:
@@ -209,14 +212,14 @@ class RTU(ElementwiseRNN):
         self.hidden_size, self.activation = hidden_size, activation
 
     def _readout(self, x: Tensor, c: Tensor) -> Tensor:
-        return ACTIVATIONS[self.activation](torch.cat((c.real, c.imag), -1))
+        return ACTIVATIONS[self.activation](torch.view_as_real(c).flatten(-2))
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
 
 
 class LinearRTU(RTU):
-    """:class:`RTU` with no activation: ``y_t = [Re c_t; Im c_t]``."""
+    """:class:`RTU` with no activation: ``y_t = (Re c_1, Im c_1, Re c_2, …)``."""
 
     def __init__(self, input_size: int, hidden_size: int, learning: str = "rtrl", r_min: float = 0.0,
                  r_max: float = 1.0, max_phase: float = 2 * math.pi) -> None:
