@@ -206,6 +206,8 @@ def test_registry_and_complex_layers():
     y, state = rtu(torch.randn(2, B, D), rtu.initial_state(B))
     assert y.shape == (2, B, 6) and state.c.shape == (B, 3) and state.c.dtype == torch.complex64
     assert (y >= 0).all()  # ReLU on the output
+    with pytest.raises(ValueError, match="needs torch.complex64"):  # a real state for a complex cell
+        rtu(torch.randn(2, B, D), state.map(lambda t: t.real.contiguous()))
     with pytest.raises(ValueError, match="even"):
         RTU(D, 5)
     lru = LRU(D, N, r_min=0.5, r_max=0.9)
