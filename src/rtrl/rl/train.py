@@ -149,6 +149,10 @@ class TrainConfig:
 PRESETS = {
     # The README's task: exact RTRL solves it in ~50k frames (about a minute on 2 cores).
     "small": TrainConfig(),
+    # PPO on the small tasks (`rtrl train --algo ppo` starts here): Adam, 16 envs in 4 minibatches of 4,
+    # rollouts of 20 steps (4 Recall episodes), 4 epochs. From Python: dataclasses.replace(PRESETS["ppo"], ...).
+    "ppo": TrainConfig(algo="ppo", optimizer="adam", lr=1e-3, unroll=20, num_envs=16, ppo_epochs=4,
+                       ppo_minibatches=4, grad_clip=0.5, lr_decay=True, log_every=5, checkpoint_every=50),
     # The paper's R2AC hyper-parameters (its code's READMEs; DMLab/ProcGen/Atari scale).
     "paper": TrainConfig(hidden_size=512, unroll=100, num_envs=1, num_actors=32, batch_rollouts=32, lr=6e-4,
                          total_frames=100_000_000, checkpoint_every=1000, log_every=100),
@@ -156,10 +160,6 @@ PRESETS = {
 # ProcGen Chaser, hard (the paper's Sec. 4.2): N = 256, M = 50, 200 M steps; and its memory mode.
 PRESETS["procgen-chaser"] = dataclasses.replace(PRESETS["paper"], env="procgen-chaser-hard-v0", hidden_size=256,
                                                 unroll=50, total_frames=200_000_000)
-# PPO on the small tasks (`rtrl train --algo ppo` starts here): Adam, 16 envs in 4 minibatches of 4,
-# rollouts of 20 steps (4 Recall episodes), 4 epochs. From Python: dataclasses.replace(PRESETS["ppo"], ...).
-PRESETS["ppo"] = TrainConfig(algo="ppo", optimizer="adam", lr=1e-3, unroll=20, num_envs=16, ppo_epochs=4,
-                             ppo_minibatches=4, grad_clip=0.5, lr_decay=True, log_every=5, checkpoint_every=50)
 PRESETS["procgen-maze-memory"] = dataclasses.replace(PRESETS["procgen-chaser"], env="procgen-maze-memory-v0")
 # The paper's five Atari games (its Table 2): N = 256, M = 50, 200 M steps, RMSProp 6e-4, 32 actors.
 for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
