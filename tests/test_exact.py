@@ -213,3 +213,17 @@ def test_registry_and_complex_layers():
     lru = LRU(D, N, r_min=0.5, r_max=0.9)
     lam_abs = torch.exp(-torch.exp(lru.cell.weight_hh[0]))
     assert ((lam_abs >= 0.5 - 1e-6) & (lam_abs <= 0.9 + 1e-6)).all()
+
+
+def test_complex_cell_without_the_half_sensitivity_shortcut():
+    """The generic complex path (every gate's sensitivities carried) agrees with full BPTT, and its
+    im gate's sensitivities are i times the re gate's: what ``complex_input`` relies on."""
+    module, x, reset, loss_fn = make_problem("lru", seed=10)
+    ref = bptt_gradients(module, x, reset, loss_fn)
+    module.cell.complex_input = False
+    got, state = rtrl_over_segments(module, x, reset, loss_fn, SEGMENTS)
+    for n in ref:
+        assert rel_err(got[n], ref[n]) < TOL, n
+    s_w = state.sensitivities.weight_ih
+    assert s_w.shape[-1] == 2 * N
+    assert rel_err(s_w[..., N:], 1j * s_w[..., :N]) < TOL

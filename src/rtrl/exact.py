@@ -161,8 +161,9 @@ class _ExactElementwise(torch.autograd.Function):
 
     ``p (T,B,K,N)``, ``x (T,B,D)``, ``c0 (B,N)``, ``keep (T,B)|None``, ``theta (J,N)``,
     ``weight (K*N,D)``, ``bias (K*N,)``, ``s_w, s_b, s_theta`` (``Sensitivities`` fields, or all
-    ``None`` for plain BPTT inside the segment), ``through_time`` (False: the spatial rule). Outputs ``c (T,B,N)`` and the carried-out
-    sensitivities (non-differentiable; empty tensors when none were given).
+    ``None`` for plain BPTT inside the segment), ``through_time`` (False: the spatial rule).
+    Outputs ``c (T,B,N)`` and the carried-out sensitivities (non-differentiable; empty tensors
+    when none were given).
     """
 
     @staticmethod
@@ -223,9 +224,11 @@ class _ExactElementwise(torch.autograd.Function):
             # Z = Σ_b conj(e_b) ⊙ S_0[b]; ∇(W_re, W_im) = (Re Z, −Im Z). One big multiply and a sum
             # over streams: on a busy CPU this beat stream-by-stream loops (real or complex) and a
             # batched GEMM over units (whose transposing copy of S_0 dominated), at one temporary.
-            z = (s_w * carry_in.conj().unsqueeze(1)).sum(0)
+            e_bar = carry_in.conj()
+            z = (s_w * e_bar.unsqueeze(1)).sum(0)
             grad_w = torch.cat((z.real, -z.imag), 1).t()
-            grad_b = torch.cat((_re_conj_mul(carry_in, s_b).sum(0), _re_conj_mul(-1j * carry_in, s_b).sum(0)))
+            z_b = (s_b * e_bar).sum(0)
+            grad_b = torch.cat((z_b.real, -z_b.imag))
         elif ctx.tracked:
             e = carry_in.repeat(1, K)
             # Σ_b Re(conj(e_b) ⊙ S_0[b]), stream by stream on real views: no big temporary
