@@ -182,6 +182,7 @@ class LRU(ElementwiseRNN):
         nn.init.normal_(self.skip.weight, std=1 / math.sqrt(input_size))
 
     def _readout(self, x: Tensor, c: Tensor) -> Tensor:
+        # y = D x + Re(C c): one GEMM on the interleaved real view of c, accumulated into D x
         return torch.addmm(self.skip(x).flatten(0, -2), torch.view_as_real(c).flatten(-2).flatten(0, -2),
                            self.readout.weight.t()).view(*c.shape[:-1], -1)
 
