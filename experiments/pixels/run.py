@@ -1,6 +1,6 @@
 """R2AC from pixels on a CPU: RTRL-eLSTM vs feedforward on an Atari game and a Memory Gym task.
 
-    python experiments/pixels/run.py                        # 2 tasks x 2 agents, 600k frames, 4 runs at a time
+    python experiments/pixels/run.py                        # 2 tasks x 2 agents, 300k frames, 4 runs at a time
     python experiments/pixels/run.py --frames 20000 --out runs/smoke      # smoke run
 
 The paper trains for 200 M frames on 48 CPU actors and a GPU; here each run is one `rtrl train`
@@ -47,7 +47,7 @@ def run_one(out: Path, env: str, core: str, seed: int, frames: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--frames", type=int, default=600_000)
+    ap.add_argument("--frames", type=int, default=300_000)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/pixels"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
@@ -66,7 +66,7 @@ def main() -> None:
                 lines.append(f"| {label} | {name} | {s} | {r['frames']:,} | {r['train_mean_return_last100']:.2f} | "
                              f"{ev.get('greedy', {}).get('mean', float('nan')):.2f} | "
                              f"{ev.get('sampled', {}).get('mean', float('nan')):.2f} | {r['wall_s'] / 60:.0f} min |")
-    cmd = "python experiments/pixels/run.py" + ("" if args.frames == 600_000 else f" --frames {args.frames}")
+    cmd = "python experiments/pixels/run.py" + ("" if args.frames == 300_000 else f" --frames {args.frames}")
     args.docs.mkdir(exist_ok=True)
     (args.docs / "pixels_table.md").write_text(f"Made by `{cmd}`:\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,0 +1,216 @@
+"""Which cell, which rule: element-wise cells with exact RTRL against a dense LSTM with SnAp-1,
+UORO and truncated BPTT, at equal parameter count; and PPO against IMPALA with the same RTRL cores.
+
+    python experiments/rules/run.py                      # all three parts, 3 seeds, 2 runs at a time
+    python experiments/rules/run.py --parts memory --seeds 0 --frames 20000 --out runs/smoke   # smoke run
+
+Parts:
+* ``copy``: the copy task (level 4, sequences of 8 steps), every method updating its weights
+  online at every step (truncated BPTT: span 2), models of about the same parameter count.
+* ``memory``: R2AC on two memory tasks (Recall with delays 3 and 6) with M = 3, shorter than
+  the memory span: what only a learning rule with credit beyond the segment can solve. Agents of
+  about the same total parameter count.
+* ``ppo``: PPO and IMPALA (R2AC) with the same exact-RTRL cores on two popgym tasks.
+
+Each run is an ``rtrl copy`` / ``rtrl train`` process with its own run folder under --out;
+finished runs are reused, so re-running resumes the sweep. Writes docs/rules_table.md and
+docs/rules.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+COPY_LEVEL, COPY_SEQUENCES = 4, 20_000
+COPY_METHODS = [  # label, method, cell, update_every
+    ("eLSTM, exact RTRL", "rtrl", "elstm", 1),
+    ("LRU, exact RTRL", "rtrl", "lru", 1),
+    ("RTU, exact RTRL", "rtrl", "rtu", 1),
+    ("dense LSTM, SnAp-1", "snap1", "elstm", 1),
+    ("dense LSTM, UORO", "uoro", "elstm", 1),
+    ("dense LSTM, TBPTT span 2", "lstm", "elstm", 2),
+]
+MEMORY_TASKS = ["rtrl-Recall-v0", "rtrl-Recall6-v0"]
+MEMORY_CORES = [  # label, core
+    ("eLSTM, exact RTRL", "rtrl-elstm"),
+    ("LRU, exact RTRL", "rtrl-lru"),
+    ("RTU, exact RTRL", "rtrl-rtu"),
+    ("dense LSTM, SnAp-1", "snap1-lstm"),
+    ("dense LSTM, UORO", "uoro-lstm"),
+    ("dense LSTM, TBPTT", "lstm"),
+    ("feedforward", "none"),
+]
+MEMORY_M, MEMORY_FRAMES = 3, 150_000
+PPO_TASKS = ["popgym-RepeatPreviousEasy-v0", "popgym-CountRecallEasy-v0"]
+PPO_CORES = [("eLSTM", "rtrl-elstm"), ("LRU", "rtrl-lru")]
+PPO_FRAMES = 200_000
+
+
+def agent_parameters(env: str, core: str, hidden: int) -> int:
+    from rtrl.rl.agent import Agent
+    from rtrl.rl.envs import make_env
+
+    e = make_env(env, 1)
+    return sum(p.numel() for p in Agent(e.obs_shape, e.num_actions, core, hidden).parameters())
+
+
+def hidden_for(env: str, core: str, target: int) -> int:
+    """The (even) hidden size whose agent has the parameter count closest to ``target``."""
+    if core == "none":
+        return 2
+    sizes = range(2, 1024, 2)
+    lo, hi = 0, len(sizes) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if agent_parameters(env, core, sizes[mid]) < target else (lo, mid)
+    return min((sizes[lo], sizes[hi]), key=lambda h: abs(agent_parameters(env, core, h) - target))
+
+
+def run(cmd: list[str], run_dir: Path, result: str) -> dict:
+    if not (run_dir / result).exists():
+        if run_dir.exists():
+            cmd = cmd + ["--resume"]
+        print(" ".join(cmd[3:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((run_dir / result).read_text())
+
+
+def copy_job(out: Path, method: str, cell: str, k: int, seed: int, params: int) -> dict:
+    d = out / "copy" / f"{method}-{cell}-k{k}-s{seed}"
+    return run([sys.executable, "-m", "rtrl.cli", "copy", "--method", method, "--cell", cell, "--update-every", str(k),
+                "--level", str(COPY_LEVEL), "--params", str(params), "--max-sequences", str(COPY_SEQUENCES),
+                "--seed", str(seed), "--run-dir", str(d), "--no-progress"], d, "result.json")
+
+
+def train_job(out: Path, part: str, env: str, core: str, seed: int, frames: int, extra: list[str]) -> dict:
+    d = out / part / f"{env}-{core}-{'-'.join(extra).replace('--', '')}-s{seed}"
+    return run([sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
+                "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *extra], d, "result.json")
+
+
+def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    return f"{statistics.mean(xs) * scale:.{digits}f} ± {statistics.pstdev(xs) * scale:.{digits}f}"
+
+
+def curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
+    with open(run_dir / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    return [float(r["step"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", default=["copy", "memory", "ppo"], choices=["copy", "memory", "ppo"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--frames", type=int, default=0, help="override the frame budget of the RL parts")
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments/rules"))
+    ap.add_argument("--docs", type=Path, default=Path("docs"))
+    args = ap.parse_args()
+    from rtrl.tasks.copy import count_parameters
+
+    copy_params = count_parameters("rtrl", 64, "elstm")  # the eLSTM of 64 units
+    mem_params = agent_parameters(MEMORY_TASKS[0], "rtrl-elstm", 64)
+    mem_hidden = {core: hidden_for(MEMORY_TASKS[0], core, mem_params) for _, core in MEMORY_CORES}
+
+    jobs = []  # (part, key, callable)
+    for s in args.seeds:
+        if "copy" in args.parts:
+            jobs += [("copy", (m, c, k, s), lambda m=m, c=c, k=k, s=s: copy_job(args.out, m, c, k, s, copy_params))
+                     for _, m, c, k in COPY_METHODS]
+        if "memory" in args.parts:
+            for env in MEMORY_TASKS:
+                for _, core in MEMORY_CORES:
+                    extra = ["--unroll", str(MEMORY_M), "--hidden-size", str(mem_hidden[core])]
+                    jobs.append(("memory", (env, core, s), lambda env=env, core=core, s=s, extra=extra: train_job(
+                        args.out, "memory", env, core, s, args.frames or MEMORY_FRAMES, extra)))
+        if "ppo" in args.parts:
+            for env in PPO_TASKS:
+                for _, core in PPO_CORES:
+                    for algo in ("impala", "ppo"):
+                        jobs.append(("ppo", (env, core, algo, s), lambda env=env, core=core, s=s, algo=algo: train_job(
+                            args.out, "ppo", env, core, s, args.frames or PPO_FRAMES, ["--algo", algo])))
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = dict(zip([(p, k) for p, k, _ in jobs], pool.map(lambda j: j[2](), jobs)))
+
+    seeds = args.seeds
+    out = [f"Made by `python experiments/rules/run.py --parts {' '.join(args.parts)}"
+                              f"{'' if seeds == [0, 1, 2] else ' --seeds ' + ' '.join(map(str, seeds))}"
+                              f"{' --frames ' + str(args.frames) if args.frames else ''}` (mean ± std over seeds {seeds})."]
+    if "copy" in args.parts:
+        out += ["", f"**Copy task**, level {COPY_LEVEL} (patterns of 1–{COPY_LEVEL} bits), {COPY_SEQUENCES:,} training "
+                f"sequences, weights updated online at every step, about {copy_params:,} parameters each:", "",
+                "| model, rule | hidden size | parameters | test sequence accuracy, % | seeds solved | wall, s |",
+                "|---|---|---|---|---|---|"]
+        for label, m, c, k in COPY_METHODS:
+            rs = [results[("copy", (m, c, k, s))] for s in seeds]
+            out.append(f"| {label} | {rs[0]['hidden_size']} | {rs[0]['parameters']:,} | "
+                       f"{mean_std([r['test_accuracy'] for r in rs], 100, 1)} | "
+                       f"{sum(r['sequences_to_solve'] is not None for r in rs)}/{len(rs)} | "
+                       f"{statistics.mean(r['wall_s'] for r in rs):.0f} |")
+    if "memory" in args.parts:
+        out += ["", f"**Memory tasks** (R2AC, M = {MEMORY_M}, {args.frames or MEMORY_FRAMES:,} frames; greedy return on "
+                f"held-out seeds, optimum 1, memoryless 0), agents of about {mem_params:,} parameters:", "",
+                "| core, rule | hidden size | parameters | " + " | ".join(MEMORY_TASKS) + " |",
+                "|---|---|---|" + "---|" * len(MEMORY_TASKS)]
+        for label, core in MEMORY_CORES:
+            cells = [mean_std([results[("memory", (env, core, s))]["eval"]["greedy"]["mean"] for s in seeds])
+                     for env in MEMORY_TASKS]
+            out.append(f"| {label} | {mem_hidden[core]} | {agent_parameters(MEMORY_TASKS[0], core, mem_hidden[core]):,} | "
+                       + " | ".join(cells) + " |")
+    if "ppo" in args.parts:
+        out += ["", f"**PPO vs IMPALA** with the same exact-RTRL cores ({args.frames or PPO_FRAMES:,} frames, defaults "
+                "of each algorithm; greedy return on held-out seeds; popgym returns lie in [−1, 1]):", "",
+                "| core | algorithm | " + " | ".join(PPO_TASKS) + " |", "|---|---|" + "---|" * len(PPO_TASKS)]
+        for label, core in PPO_CORES:
+            for algo in ("impala", "ppo"):
+                cells = [mean_std([results[("ppo", (env, core, algo, s))]["eval"]["greedy"]["mean"] for s in seeds])
+                         for env in PPO_TASKS]
+                out.append(f"| {label} | {algo} | " + " | ".join(cells) + " |")
+    args.docs.mkdir(exist_ok=True)
+    (args.docs / "rules_table.md").write_text("\n".join(out) + "\n")
+    print("\n".join(out))
+    plot(args, seeds)
+
+
+def plot(args, seeds: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (["copy"] if "copy" in args.parts else []) + (MEMORY_TASKS if "memory" in args.parts else []) \
+        + (PPO_TASKS if "ppo" in args.parts else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "copy":
+            lines = [(label, [args.out / "copy" / f"{m}-{c}-k{k}-s{s}" for s in seeds], "valid_accuracy")
+                     for label, m, c, k in COPY_METHODS]
+            ax.set_xlabel("training sequences")
+        elif panel in MEMORY_TASKS:
+            lines = [(label, list((args.out / "memory").glob(f"{panel}-{core}-*")), "mean_return")
+                     for label, core in MEMORY_CORES]
+            ax.set_xlabel("frames")
+        else:
+            lines = [(f"{label}, {algo}", list((args.out / "ppo").glob(f"{panel}-{core}-algo-{algo}-s*")), "mean_return")
+                     for label, core in PPO_CORES for algo in ("impala", "ppo")]
+            ax.set_xlabel("frames")
+        for i, (label, dirs, key) in enumerate(lines):
+            for j, d in enumerate(sorted(dirs)):
+                if (d / "metrics.csv").exists():
+                    ax.plot(*curve(d, key), color=f"C{i}", alpha=0.7, label=label if j == 0 else None)
+        ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(args.docs / "rules.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
