@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from rtrl.runs import RunError, load_checkpoint
+from rtrl.runs import Run, RunError, load_checkpoint
 from rtrl.tasks.copy import (CELLS, COPY, IGNORE, CopyConfig, count_parameters, hidden_size_for, make_batch,
                              make_split, train_copy)
 
@@ -142,3 +142,13 @@ def test_hidden_size_for_a_parameter_count(method, cell):
 def test_bad_configs(kw, match):
     with pytest.raises(ValueError, match=match):
         CopyConfig(**kw).validate()
+
+
+def test_resume_accepts_options_added_later_only_at_their_default(tmp_path):
+    """A run folder from an older version lacks newer config keys: at their default they resume."""
+    Run(tmp_path / "run", {"lr": 1.0}, tensorboard=False).close()
+    defaults = {"lr": 1.0, "cell": "elstm"}
+    Run(tmp_path / "run", {"lr": 1.0, "cell": "elstm"}, resume=True, tensorboard=False, defaults=defaults).close()
+    Run(tmp_path / "run2", {"lr": 1.0}, tensorboard=False).close()
+    with pytest.raises(RunError, match="cell"):
+        Run(tmp_path / "run2", {"lr": 1.0, "cell": "lru"}, resume=True, tensorboard=False, defaults=defaults)

@@ -72,10 +72,11 @@ def load_checkpoint(path: Path, kind: Optional[str] = None) -> dict:
 
 class Run:
     """One experiment's folder. ``resume=True`` continues an existing one, whose config must
-    match except for the keys in ``may_change`` (e.g. the training budget)."""
+    match except for the keys in ``may_change`` (e.g. the training budget) and the options
+    added to the code after the run started, if they are at their value in ``defaults``."""
 
     def __init__(self, path: str | os.PathLike, config: dict, resume: bool = False,
-                 tensorboard: bool = True, may_change: tuple[str, ...] = ()) -> None:
+                 tensorboard: bool = True, may_change: tuple[str, ...] = (), defaults: Optional[dict] = None) -> None:
         self.path = Path(path)
         config = json.loads(json.dumps(config))  # compare as saved: tuples become lists
         self.ckpt_dir = self.path / "checkpoints"
@@ -85,7 +86,10 @@ class Run:
                 raise RunError(f"run folder {self.path} already holds a run; pass --resume to continue it "
                                "or choose another run folder")
             saved = json.loads(cfg_file.read_text())
-            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v and k not in may_change}
+            defaults = json.loads(json.dumps(defaults or {}))
+            new_at_default = {k for k, v in config.items() if k not in saved and k in defaults and defaults[k] == v}
+            diff = {k: (saved.get(k), v) for k, v in config.items()
+                    if saved.get(k) != v and k not in may_change and k not in new_at_default}
             if diff:
                 raise RunError(f"--resume with a different config than {cfg_file}: "
                                + ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items()))

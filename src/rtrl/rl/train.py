@@ -348,14 +348,8 @@ def open_run(cfg: TrainConfig, run_dir: Optional[str | Path], resume: bool) -> O
     budget-like keys, and options added to ``TrainConfig`` after the run started, left at default."""
     if not run_dir:
         return None
-    may_change = _MAY_CHANGE
-    cfg_file = Path(run_dir) / "config.json"
-    if resume and cfg_file.is_file():
-        saved = json.loads(cfg_file.read_text())
-        defaults = TrainConfig()
-        may_change += tuple(f.name for f in dataclasses.fields(TrainConfig)
-                            if f.name not in saved and getattr(cfg, f.name) == getattr(defaults, f.name))
-    return Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=may_change)
+    return Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=_MAY_CHANGE,
+               defaults=dataclasses.asdict(TrainConfig()))
 
 
 def finish_run(run: Optional[Run], cfg: TrainConfig, result: dict) -> dict:

@@ -210,7 +210,10 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
     train_gen = torch.Generator().manual_seed(cfg.data_seed)
     valid = make_split(cfg.level, cfg.valid_size, cfg.data_seed + 1)
     test = make_split(cfg.level, cfg.test_size, cfg.data_seed + 2)
-    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("max_sequences",)) if run_dir is not None else None
+    run = None
+    if run_dir is not None:
+        run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("max_sequences",),
+                  defaults=dataclasses.asdict(CopyConfig()))
     counters = dict(sequences=0, updates=0, batches=0, best_acc=-1.0, solved_at=-1, wall=0.0)
     if run is not None and resume:
         ckpt = run.latest("copy")
