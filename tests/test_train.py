@@ -64,7 +64,8 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     json.loads((run / "config.json").read_text())  # the run folder itself is intact
 
 
-def test_ctrl_c_saves_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])  # Ctrl-C, and a scheduler's or `kill`'s stop
+def test_ctrl_c_saves_and_resume_continues(tmp_path, signum):
     import signal
     import subprocess
     import sys
@@ -81,7 +82,7 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     while time.time() < deadline and not ((run / "metrics.csv").exists()
                                            and len((run / "metrics.csv").read_text().splitlines()) > 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signum))
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, err
     assert "--resume" in err

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 
 from rtrl.runs import RunError
 from rtrl.utils import tune_cpu_allocator
@@ -116,6 +118,10 @@ def _run_train(args) -> int:
     return _print(train(cfg, run_dir, resume=args.resume, progress=not args.no_progress))
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rtrl", description="Exact Real-Time Recurrent Learning: "
                                      "experiments from the command line. Each subcommand has its own --help.")
@@ -124,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     args = parser.parse_args(argv)
     tune_cpu_allocator()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
+        # SIGTERM (kill, a cluster scheduler's preemption) stops a run the way Ctrl-C does: save, then exit
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except (ValueError, RunError, FloatingPointError, FileNotFoundError, ImportError) as e:
@@ -132,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
