@@ -75,35 +75,12 @@ class Feedforward(nn.Module):
         return x, state
 
 
-class ImpalaStem(nn.Module):
-    """IMPALA's deep ResNet for pixels ``(C, H, W)`` uint8: 3 stages [16, 32, 32], then fc 256."""
+class _ConvStem(nn.Module):
+    """Pixels ``(C, H, W)`` uint8 -> ``convs`` (ending in a ReLU) -> flatten -> ReLU(fc)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], channels=(16, 32, 32), out_features: int = 256) -> None:
+    def __init__(self, convs: nn.Sequential, obs_shape: tuple[int, ...], out_features: int) -> None:
         super().__init__()
-        layers, c_in = [], obs_shape[0]
-        for c in channels:
-            layers.append(nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.MaxPool2d(3, 2, padding=1)))
-            layers += [_Residual(c), _Residual(c)]
-            c_in = c
-        self.convs = nn.Sequential(*layers)
-        with torch.no_grad():
-            n = self.convs(torch.zeros(1, *obs_shape)).numel()
-        self.fc = nn.Linear(n, out_features)
-        self.out_features = out_features
-
-    def forward(self, obs: Tensor) -> Tensor:
-        x = self.convs(obs.to(self.fc.weight.dtype) / 255.0)
-        return F.relu(self.fc(F.relu(x).flatten(1)))
-
-
-class NatureStem(nn.Module):
-    """The DQN paper's small CNN (32 8x8/4, 64 4x4/2, 64 3x3/1, fc): several times cheaper than
-    :class:`ImpalaStem` on a CPU, so pixel runs on a laptop reach useful frame counts."""
-
-    def __init__(self, obs_shape: tuple[int, ...], out_features: int = 256) -> None:
-        super().__init__()
-        self.convs = nn.Sequential(nn.Conv2d(obs_shape[0], 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                                   nn.Conv2d(64, 64, 3, 1), nn.ReLU())
+        self.convs = convs
         with torch.no_grad():
             n = self.convs(torch.zeros(1, *obs_shape)).numel()
         self.fc = nn.Linear(n, out_features)
@@ -112,6 +89,27 @@ class NatureStem(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         x = self.convs(obs.to(self.fc.weight.dtype) / 255.0)
         return F.relu(self.fc(x.flatten(1)))
+
+
+class ImpalaStem(_ConvStem):
+    """IMPALA's deep ResNet for pixels ``(C, H, W)`` uint8: 3 stages [16, 32, 32], then fc 256."""
+
+    def __init__(self, obs_shape: tuple[int, ...], channels=(16, 32, 32), out_features: int = 256) -> None:
+        layers, c_in = [], obs_shape[0]
+        for c in channels:
+            layers.append(nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.MaxPool2d(3, 2, padding=1)))
+            layers += [_Residual(c), _Residual(c)]
+            c_in = c
+        super().__init__(nn.Sequential(*layers, nn.ReLU()), obs_shape, out_features)
+
+
+class NatureStem(_ConvStem):
+    """The DQN paper's small CNN (32 8x8/4, 64 4x4/2, 64 3x3/1, fc): several times cheaper than
+    :class:`ImpalaStem` on a CPU, so pixel runs on a laptop reach useful frame counts."""
+
+    def __init__(self, obs_shape: tuple[int, ...], out_features: int = 256) -> None:
+        super().__init__(nn.Sequential(nn.Conv2d(obs_shape[0], 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2),
+                                       nn.ReLU(), nn.Conv2d(64, 64, 3, 1), nn.ReLU()), obs_shape, out_features)
 
 
 STEMS = ("auto", "impala", "nature", "mlp")
