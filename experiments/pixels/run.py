@@ -1,7 +1,7 @@
 """R2AC from pixels on a CPU: RTRL-eLSTM vs feedforward on an Atari game and a Memory Gym task.
 
-    python experiments/pixels/run.py                        # 2 tasks x 2 agents, 300k frames, 4 runs at a time
-    python experiments/pixels/run.py --frames 20000 --out runs/smoke      # smoke run
+    python experiments/pixels/run.py                        # 2 tasks x 2 agents, 300k/200k frames, 4 runs at a time
+    python experiments/pixels/run.py --scale 0.05 --out runs/smoke        # smoke run
 
 The paper trains for 200 M frames on 48 CPU actors and a GPU; here each run is one `rtrl train`
 process on one CPU thread, with the DQN ("nature") CNN instead of IMPALA's ResNet (5x cheaper on
@@ -19,9 +19,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-TASKS = {  # label: env
-    "Breakout (Atari)": "ALE/Breakout-v5",
-    "Mortar Mayhem Grid, 3 commands (Memory Gym)": "MemoryGym-MortarMayhem-Grid-v0:command_count=3",
+TASKS = {  # label: env, frames (the CPU budget of one session, two runs per core)
+    "Breakout (Atari)": ("ALE/Breakout-v5", 300_000),
+    "Mortar Mayhem Grid, 3 commands (Memory Gym)": ("MemoryGym-MortarMayhem-Grid-v0:command_count=3", 200_000),
 }
 AGENTS = [("RTRL eLSTM", "rtrl-elstm"), ("feedforward", "none")]
 COMMON = ["--stem", "nature", "--hidden-size", "256", "--unroll", "20", "--num-envs", "16", "--lr", "6e-4",
@@ -47,18 +47,19 @@ def run_one(out: Path, env: str, core: str, seed: int, frames: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--frames", type=int, default=300_000)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every task's frame budget")
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/pixels"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
     args = ap.parse_args()
-    jobs = [(env, core, s) for env in TASKS.values() for _, core in AGENTS for s in args.seeds]
+    jobs = [(env, core, s, int(frames * args.scale)) for env, frames in TASKS.values() for _, core in AGENTS
+            for s in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = dict(zip(jobs, pool.map(lambda j: run_one(args.out, *j, args.frames), jobs)))
+        results = dict(zip([j[:3] for j in jobs], pool.map(lambda j: run_one(args.out, *j), jobs)))
 
     lines = ["| task | agent | seed | frames | training return (last 100 episodes) | greedy eval | sampled eval | wall |",
              "|---|---|---|---|---|---|---|---|"]
-    for label, env in TASKS.items():
+    for label, (env, _) in TASKS.items():
         for name, core in AGENTS:
             for s in args.seeds:
                 r = results[(env, core, s)]
@@ -66,7 +67,7 @@ def main() -> None:
                 lines.append(f"| {label} | {name} | {s} | {r['frames']:,} | {r['train_mean_return_last100']:.2f} | "
                              f"{ev.get('greedy', {}).get('mean', float('nan')):.2f} | "
                              f"{ev.get('sampled', {}).get('mean', float('nan')):.2f} | {r['wall_s'] / 60:.0f} min |")
-    cmd = "python experiments/pixels/run.py" + ("" if args.frames == 300_000 else f" --frames {args.frames}")
+    cmd = "python experiments/pixels/run.py" + ("" if args.scale == 1 else f" --scale {args.scale}")
     args.docs.mkdir(exist_ok=True)
     (args.docs / "pixels_table.md").write_text(f"Made by `{cmd}`:\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -77,7 +78,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(TASKS), figsize=(5.5 * len(TASKS), 3.8), squeeze=False)
-    for ax, (label, env) in zip(axes[0], TASKS.items()):
+    for ax, (label, (env, _)) in zip(axes[0], TASKS.items()):
         for i, (name, core) in enumerate(AGENTS):
             for s in args.seeds:
                 with open(run_dir(args.out, env, core, s) / "metrics.csv") as f:
