@@ -28,7 +28,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-COPY_LEVEL, COPY_SEQUENCES = 4, 20_000
+COPY_LEVEL, COPY_SEQUENCES = 4, 10_000
 COPY_METHODS = [  # label, method, cell, update_every
     ("eLSTM, exact RTRL", "rtrl", "elstm", 1),
     ("LRU, exact RTRL", "rtrl", "lru", 1),
@@ -47,10 +47,10 @@ MEMORY_CORES = [  # label, core
     ("dense LSTM, TBPTT", "lstm"),
     ("feedforward", "none"),
 ]
-MEMORY_M, MEMORY_FRAMES = 3, 150_000
-PPO_TASKS = ["popgym-RepeatPreviousEasy-v0", "popgym-CountRecallEasy-v0"]
+MEMORY_M, MEMORY_FRAMES = 3, 100_000
+PPO_TASKS = ["popgym-RepeatFirstEasy-v0", "popgym-StatelessCartPoleEasy-v0"]
 PPO_CORES = [("eLSTM", "rtrl-elstm"), ("LRU", "rtrl-lru")]
-PPO_FRAMES = 200_000
+PPO_FRAMES = 100_000
 
 
 def agent_parameters(env: str, core: str, hidden: int) -> int:
@@ -82,21 +82,33 @@ def run(cmd: list[str], run_dir: Path, result: str) -> dict:
     return json.loads((run_dir / result).read_text())
 
 
+def copy_dir(out: Path, method: str, cell: str, k: int, seed: int) -> Path:
+    return out / "copy" / f"{method}-{cell}-k{k}-s{seed}"
+
+
+def train_dir(out: Path, part: str, env: str, core: str, seed: int, extra: list[str]) -> Path:
+    return out / part / f"{env}-{core}-{'-'.join(extra).replace('--', '')}-s{seed}"
+
+
 def copy_job(out: Path, method: str, cell: str, k: int, seed: int, params: int) -> dict:
-    d = out / "copy" / f"{method}-{cell}-k{k}-s{seed}"
+    d = copy_dir(out, method, cell, k, seed)
     return run([sys.executable, "-m", "rtrl.cli", "copy", "--method", method, "--cell", cell, "--update-every", str(k),
                 "--level", str(COPY_LEVEL), "--params", str(params), "--max-sequences", str(COPY_SEQUENCES),
                 "--seed", str(seed), "--run-dir", str(d), "--no-progress"], d, "result.json")
 
 
 def train_job(out: Path, part: str, env: str, core: str, seed: int, frames: int, extra: list[str]) -> dict:
-    d = out / part / f"{env}-{core}-{'-'.join(extra).replace('--', '')}-s{seed}"
+    d = train_dir(out, part, env, core, seed, extra)
     return run([sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
                 "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *extra], d, "result.json")
 
 
-def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    return f"{statistics.mean(xs) * scale:.{digits}f} ± {statistics.pstdev(xs) * scale:.{digits}f}"
+def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2, seeds: int = 3) -> str:
+    """Mean ± std over seeds; says how many seeds when fewer than asked for finished."""
+    if not xs:
+        return "—"
+    text = f"{statistics.mean(xs) * scale:.{digits}f} ± {statistics.pstdev(xs) * scale:.{digits}f}"
+    return text if len(xs) == seeds else f"{text} (n = {len(xs)})"
 
 
 def curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
@@ -113,6 +125,7 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/rules"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--report-only", action="store_true", help="write the tables from the finished runs only")
     args = ap.parse_args()
     from rtrl.tasks.copy import count_parameters
 
@@ -120,25 +133,33 @@ def main() -> None:
     mem_params = agent_parameters(MEMORY_TASKS[0], "rtrl-elstm", 64)
     mem_hidden = {core: hidden_for(MEMORY_TASKS[0], core, mem_params) for _, core in MEMORY_CORES}
 
-    jobs = []  # (part, key, callable)
+    jobs = []  # (part, key, run folder, callable)
     for s in args.seeds:
         if "copy" in args.parts:
-            jobs += [("copy", (m, c, k, s), lambda m=m, c=c, k=k, s=s: copy_job(args.out, m, c, k, s, copy_params))
+            jobs += [("copy", (m, c, k, s), copy_dir(args.out, m, c, k, s),
+                      lambda m=m, c=c, k=k, s=s: copy_job(args.out, m, c, k, s, copy_params))
                      for _, m, c, k in COPY_METHODS]
         if "memory" in args.parts:
             for env in MEMORY_TASKS:
                 for _, core in MEMORY_CORES:
                     extra = ["--unroll", str(MEMORY_M), "--hidden-size", str(mem_hidden[core])]
-                    jobs.append(("memory", (env, core, s), lambda env=env, core=core, s=s, extra=extra: train_job(
-                        args.out, "memory", env, core, s, args.frames or MEMORY_FRAMES, extra)))
+                    jobs.append(("memory", (env, core, s), train_dir(args.out, "memory", env, core, s, extra),
+                                 lambda env=env, core=core, s=s, extra=extra: train_job(
+                                     args.out, "memory", env, core, s, args.frames or MEMORY_FRAMES, extra)))
         if "ppo" in args.parts:
             for env in PPO_TASKS:
                 for _, core in PPO_CORES:
                     for algo in ("impala", "ppo"):
-                        jobs.append(("ppo", (env, core, algo, s), lambda env=env, core=core, s=s, algo=algo: train_job(
-                            args.out, "ppo", env, core, s, args.frames or PPO_FRAMES, ["--algo", algo])))
-    with ThreadPoolExecutor(args.parallel) as pool:
-        results = dict(zip([(p, k) for p, k, _ in jobs], pool.map(lambda j: j[2](), jobs)))
+                        extra = ["--algo", algo]
+                        jobs.append(("ppo", (env, core, algo, s), train_dir(args.out, "ppo", env, core, s, extra),
+                                     lambda env=env, core=core, s=s, extra=extra: train_job(
+                                         args.out, "ppo", env, core, s, args.frames or PPO_FRAMES, extra)))
+    if args.report_only:  # tables from the runs that finished; a cell says how many seeds it holds
+        results = {(p, k): json.loads((d / "result.json").read_text()) for p, k, d, _ in jobs
+                   if (d / "result.json").exists()}
+    else:
+        with ThreadPoolExecutor(args.parallel) as pool:
+            results = dict(zip([(p, k) for p, k, _, _ in jobs], pool.map(lambda j: j[3](), jobs)))
 
     seeds = args.seeds
     out = [f"Made by `python experiments/rules/run.py --parts {' '.join(args.parts)}"
@@ -150,9 +171,11 @@ def main() -> None:
                 "| model, rule | hidden size | parameters | test sequence accuracy, % | seeds solved | wall, s |",
                 "|---|---|---|---|---|---|"]
         for label, m, c, k in COPY_METHODS:
-            rs = [results[("copy", (m, c, k, s))] for s in seeds]
+            rs = [results[("copy", (m, c, k, s))] for s in seeds if ("copy", (m, c, k, s)) in results]
+            if not rs:
+                continue
             out.append(f"| {label} | {rs[0]['hidden_size']} | {rs[0]['parameters']:,} | "
-                       f"{mean_std([r['test_accuracy'] for r in rs], 100, 1)} | "
+                       f"{mean_std([r['test_accuracy'] for r in rs], 100, 1, len(seeds))} | "
                        f"{sum(r['sequences_to_solve'] is not None for r in rs)}/{len(rs)} | "
                        f"{statistics.mean(r['wall_s'] for r in rs):.0f} |")
     if "memory" in args.parts:
@@ -161,8 +184,8 @@ def main() -> None:
                 "| core, rule | hidden size | parameters | " + " | ".join(MEMORY_TASKS) + " |",
                 "|---|---|---|" + "---|" * len(MEMORY_TASKS)]
         for label, core in MEMORY_CORES:
-            cells = [mean_std([results[("memory", (env, core, s))]["eval"]["greedy"]["mean"] for s in seeds])
-                     for env in MEMORY_TASKS]
+            cells = [mean_std([results[("memory", (env, core, s))]["eval"]["greedy"]["mean"] for s in seeds
+                               if ("memory", (env, core, s)) in results], seeds=len(seeds)) for env in MEMORY_TASKS]
             out.append(f"| {label} | {mem_hidden[core]} | {agent_parameters(MEMORY_TASKS[0], core, mem_hidden[core]):,} | "
                        + " | ".join(cells) + " |")
     if "ppo" in args.parts:
@@ -171,8 +194,8 @@ def main() -> None:
                 "| core | algorithm | " + " | ".join(PPO_TASKS) + " |", "|---|---|" + "---|" * len(PPO_TASKS)]
         for label, core in PPO_CORES:
             for algo in ("impala", "ppo"):
-                cells = [mean_std([results[("ppo", (env, core, algo, s))]["eval"]["greedy"]["mean"] for s in seeds])
-                         for env in PPO_TASKS]
+                cells = [mean_std([results[("ppo", (env, core, algo, s))]["eval"]["greedy"]["mean"] for s in seeds
+                                   if ("ppo", (env, core, algo, s)) in results], seeds=len(seeds)) for env in PPO_TASKS]
                 out.append(f"| {label} | {algo} | " + " | ".join(cells) + " |")
     args.docs.mkdir(exist_ok=True)
     (args.docs / "rules_table.md").write_text("\n".join(out) + "\n")
