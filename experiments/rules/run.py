@@ -48,9 +48,9 @@ MEMORY_CORES = [  # label, core
     ("feedforward", "none"),
 ]
 MEMORY_M, MEMORY_FRAMES = 3, 100_000
-PPO_TASKS = ["popgym-RepeatFirstEasy-v0", "popgym-StatelessCartPoleEasy-v0"]
+PPO_TASKS = ["popgym-RepeatFirstEasy-v0", "popgym-PositionOnlyCartPoleEasy-v0"]
 PPO_CORES = [("eLSTM", "rtrl-elstm"), ("LRU", "rtrl-lru")]
-PPO_FRAMES = 100_000
+PPO_FRAMES = 60_000
 
 
 def agent_parameters(env: str, core: str, hidden: int) -> int:
