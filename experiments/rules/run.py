@@ -27,6 +27,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 COPY_LEVEL, COPY_SEQUENCES = 4, 10_000
 COPY_METHODS = [  # label, method, cell, update_every
@@ -73,12 +74,15 @@ def hidden_for(env: str, core: str, target: int) -> int:
     return min((sizes[lo], sizes[hi]), key=lambda h: abs(agent_parameters(env, core, h) - target))
 
 
-def run(cmd: list[str], run_dir: Path, result: str) -> dict:
+def run(cmd: list[str], run_dir: Path, result: str) -> Optional[dict]:
+    """Run (or resume) one job; None if it failed (its error is printed; the sweep goes on)."""
     if not (run_dir / result).exists():
         if run_dir.exists():
             cmd = cmd + ["--resume"]
         print(" ".join(cmd[3:]), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+            print(f"FAILED: {' '.join(cmd[3:])}", flush=True)
+            return None
     return json.loads((run_dir / result).read_text())
 
 
@@ -160,6 +164,7 @@ def main() -> None:
     else:
         with ThreadPoolExecutor(args.parallel) as pool:
             results = dict(zip([(p, k) for p, k, _, _ in jobs], pool.map(lambda j: j[3](), jobs)))
+        results = {k: r for k, r in results.items() if r is not None}
 
     seeds = args.seeds
     out = [f"Made by `python experiments/rules/run.py --parts {' '.join(args.parts)}"
