@@ -31,7 +31,10 @@ SUITES = ["rtrl-Recall-v0", "popgym-RepeatPreviousEasy-v0", "MiniGrid-MemoryS7-v
 def env_rate(name: str, num_envs: int, seconds: float) -> float:
     env = make_env(name, num_envs)
     env.reset(0)
-    rng, n, t0 = np.random.default_rng(0), 0, time.perf_counter()
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # warm-up: first renders, lazy allocations
+        env.step(rng.integers(0, env.num_actions, num_envs))
+    n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         env.step(rng.integers(0, env.num_actions, num_envs))
         n += num_envs
