@@ -137,20 +137,17 @@ def main() -> None:
     mem_params = agent_parameters(MEMORY_TASKS[0], "rtrl-elstm", 64)
     mem_hidden = {core: hidden_for(MEMORY_TASKS[0], core, mem_params) for _, core in MEMORY_CORES}
 
-    jobs = []  # (part, key, run folder, callable)
-    for s in args.seeds:
-        if "copy" in args.parts:
-            jobs += [("copy", (m, c, k, s), copy_dir(args.out, m, c, k, s),
-                      lambda m=m, c=c, k=k, s=s: copy_job(args.out, m, c, k, s, copy_params))
-                     for _, m, c, k in COPY_METHODS]
-        if "memory" in args.parts:
+    jobs = []  # (part, key, run folder, callable); the cheap parts first, every seed of a part together
+    if "memory" in args.parts:
+        for s in args.seeds:
             for env in MEMORY_TASKS:
                 for _, core in MEMORY_CORES:
                     extra = ["--unroll", str(MEMORY_M), "--hidden-size", str(mem_hidden[core])]
                     jobs.append(("memory", (env, core, s), train_dir(args.out, "memory", env, core, s, extra),
                                  lambda env=env, core=core, s=s, extra=extra: train_job(
                                      args.out, "memory", env, core, s, args.frames or MEMORY_FRAMES, extra)))
-        if "ppo" in args.parts:
+    if "ppo" in args.parts:
+        for s in args.seeds:
             for env in PPO_TASKS:
                 for _, core in PPO_CORES:
                     for algo in ("impala", "ppo"):
@@ -158,6 +155,11 @@ def main() -> None:
                         jobs.append(("ppo", (env, core, algo, s), train_dir(args.out, "ppo", env, core, s, extra),
                                      lambda env=env, core=core, s=s, extra=extra: train_job(
                                          args.out, "ppo", env, core, s, args.frames or PPO_FRAMES, extra)))
+    if "copy" in args.parts:
+        for s in args.seeds:
+            jobs += [("copy", (m, c, k, s), copy_dir(args.out, m, c, k, s),
+                      lambda m=m, c=c, k=k, s=s: copy_job(args.out, m, c, k, s, copy_params))
+                     for _, m, c, k in COPY_METHODS]
     if args.report_only:  # tables from the runs that finished; a cell says how many seeds it holds
         results = {(p, k): json.loads((d / "result.json").read_text()) for p, k, d, _ in jobs
                    if (d / "result.json").exists()}
