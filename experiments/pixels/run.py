@@ -6,7 +6,8 @@
 The paper trains for 200 M frames on 48 CPU actors and a GPU; here each run is one `rtrl train`
 process on one CPU thread, with the DQN ("nature") CNN instead of IMPALA's ResNet (5x cheaper on
 a CPU, see docs/environments.md). Finished runs are reused and unfinished ones resumed, so
-re-running continues the sweep. Writes docs/pixels_table.md and docs/pixels.png.
+re-running continues the sweep (with a larger --scale it trains the finished runs further).
+Writes docs/pixels_table.md and docs/pixels.png.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def run_dir(out: Path, env: str, core: str, seed: int) -> Path:
 
 def run_one(out: Path, env: str, core: str, seed: int, frames: int) -> dict:
     d = run_dir(out, env, core, seed)
-    if not (d / "result.json").exists():
+    done = d / "result.json"
+    if not done.exists() or json.loads(done.read_text())["frames"] < frames:  # a larger budget continues it
         cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
                "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *COMMON]
         if (d / "checkpoints" / "latest.pt").exists():
