@@ -169,7 +169,8 @@ def main() -> None:
         results = {k: r for k, r in results.items() if r is not None}
 
     seeds = args.seeds
-    out = [f"Made by `python experiments/rules/run.py --parts {' '.join(args.parts)}"
+    all_parts = len(args.parts) == 3
+    out = [f"Made by `python experiments/rules/run.py{'' if all_parts else ' --parts ' + ' '.join(args.parts)}"
                               f"{'' if seeds == [0, 1, 2] else ' --seeds ' + ' '.join(map(str, seeds))}"
                               f"{' --frames ' + str(args.frames) if args.frames else ''}` (mean ± std over seeds {seeds})."]
     if "copy" in args.parts:
