@@ -53,17 +53,25 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/pixels"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--report-only", action="store_true", help="table and curves from the runs as they are")
     args = ap.parse_args()
     jobs = [(env, core, s, int(frames * args.scale)) for env, frames in TASKS.values() for _, core in AGENTS
             for s in args.seeds]
-    with ThreadPoolExecutor(args.parallel) as pool:
-        results = dict(zip([j[:3] for j in jobs], pool.map(lambda j: run_one(args.out, *j), jobs)))
+    if args.report_only:  # runs still training or evaluating: their row says so
+        results = {j[:3]: json.loads((run_dir(args.out, *j[:3]) / "result.json").read_text())
+                   for j in jobs if (run_dir(args.out, *j[:3]) / "result.json").exists()}
+    else:
+        with ThreadPoolExecutor(args.parallel) as pool:
+            results = dict(zip([j[:3] for j in jobs], pool.map(lambda j: run_one(args.out, *j), jobs)))
 
     lines = ["| task | agent | seed | frames | training return (last 100 episodes) | greedy eval | sampled eval | wall |",
              "|---|---|---|---|---|---|---|---|"]
     for label, (env, _) in TASKS.items():
         for name, core in AGENTS:
             for s in args.seeds:
+                if (env, core, s) not in results:
+                    lines.append(f"| {label} | {name} | {s} | not finished | | | | |")
+                    continue
                 r = results[(env, core, s)]
                 ev = r.get("eval", {})
                 lines.append(f"| {label} | {name} | {s} | {r['frames']:,} | {r['train_mean_return_last100']:.2f} | "
