@@ -1,6 +1,6 @@
-"""R2AC from pixels on a CPU: RTRL-eLSTM vs feedforward on an Atari game and a Memory Gym task.
+"""R2AC from pixels on a CPU: RTRL-eLSTM vs feedforward on Atari, Memory Gym and ProcGen.
 
-    python experiments/pixels/run.py                        # 2 tasks x 2 agents, 300k/200k frames, 4 runs at a time
+    python experiments/pixels/run.py                        # 3 tasks x 2 agents, 300k/200k/200k frames, 4 runs at a time
     python experiments/pixels/run.py --scale 0.05 --out runs/smoke        # smoke run
 
 The paper trains for 200 M frames on 48 CPU actors and a GPU; here each run is one `rtrl train`
@@ -23,6 +23,7 @@ from pathlib import Path
 TASKS = {  # label: env, frames (the CPU budget of one session, two runs per core)
     "Breakout (Atari)": ("ALE/Breakout-v5", 300_000),
     "Mortar Mayhem Grid, 3 commands (Memory Gym)": ("MemoryGym-MortarMayhem-Grid-v0:command_count=3", 200_000),
+    "Chaser, hard (ProcGen)": ("procgen-chaser-hard-v0", 200_000),
 }
 AGENTS = [("RTRL eLSTM", "rtrl-elstm"), ("feedforward", "none")]
 COMMON = ["--stem", "nature", "--hidden-size", "256", "--unroll", "20", "--num-envs", "16", "--lr", "6e-4",
