@@ -47,7 +47,6 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,7 +253,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
     evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
     from rtrl.rl.envs import make_env
-    from rtrl.rl.train import build_agent, finish_run, load_stem, open_run
+    from rtrl.rl.train import RunClock, build_agent, finish_run, load_stem, open_run
 
     cfg.validate()
     if cfg.threads > 0:
@@ -282,10 +281,10 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
-    t_start, frames_at_log, t_log = time.perf_counter() - counters["wall"], counters["frames"], time.perf_counter()
+    clock = RunClock(counters)
 
     def save() -> None:
-        counters["wall"] = time.perf_counter() - t_start
+        clock.elapsed()
         run.save(dict(step=counters["frames"], agent=agent.state_dict(), ppo=ppo.state_dict(),
                       torch_rng=torch.get_rng_state(), counters=dict(counters)), "ppo")
 
@@ -310,10 +309,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
             bar.update(frames, ret=mean_ret, upd=ppo.updates)
             last = counters["frames"] >= cfg.total_frames
             if run is not None and (ppo.updates % cfg.log_every == 0 or last):
-                now = time.perf_counter()
-                fps = (counters["frames"] - frames_at_log) / max(now - t_log, 1e-9)
-                frames_at_log, t_log = counters["frames"], now
-                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=fps,
+                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=clock.fps(),
                         updates=ppo.updates, **stats)
             if run is not None and (ppo.updates % cfg.checkpoint_every == 0 or last):
                 save()
@@ -327,6 +323,6 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     result = dict(algo="ppo", env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed,
                   frames=counters["frames"], updates=ppo.updates, skipped_updates=ppo.skipped,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
-                  wall_s=round(time.perf_counter() - t_start, 1))
+                  wall_s=round(clock.elapsed(), 1))
     return finish_run(run, cfg, result)
 

@@ -167,6 +167,28 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
                                                     unroll=50, total_frames=200_000_000, eval_episodes=30)
 
 
+class RunClock:
+    """Training wall time that survives resumes (kept in ``counters["wall"]``) and frames/s
+    between log points (``counters["frames"]``)."""
+
+    def __init__(self, counters: dict) -> None:
+        self.counters = counters
+        self._start = time.perf_counter() - counters["wall"]
+        self._frames, self._t = counters["frames"], time.perf_counter()
+
+    def fps(self) -> float:
+        """Frames per second since the previous call (or since the start)."""
+        now = time.perf_counter()
+        fps = (self.counters["frames"] - self._frames) / max(now - self._t, 1e-9)
+        self._frames, self._t = self.counters["frames"], now
+        return fps
+
+    def elapsed(self) -> float:
+        """Seconds of training over all starts of the run; also stored in ``counters["wall"]``."""
+        self.counters["wall"] = time.perf_counter() - self._start
+        return self.counters["wall"]
+
+
 def build_agent(cfg: TrainConfig, env) -> Agent:
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
                   cfg.stem)
@@ -411,9 +433,9 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
-    t_start, frames_at_log, t_log = time.perf_counter() - counters["wall"], counters["frames"], time.perf_counter()
+    clock = RunClock(counters)
     def save() -> None:
-        counters["wall"] = time.perf_counter() - t_start
+        clock.elapsed()
         run.save(dict(step=counters["frames"], agent=agent.state_dict(), learner=learner.state_dict(),
                       torch_rng=torch.get_rng_state(), counters=dict(counters)), "r2ac")
 
@@ -442,10 +464,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
             bar.update(rollout.length * rollout.streams.numel(), ret=mean_ret, upd=learner.updates)
             last = counters["frames"] >= cfg.total_frames
             if run is not None and (learner.updates % cfg.log_every == 0 or last):
-                now = time.perf_counter()
-                fps = (counters["frames"] - frames_at_log) / max(now - t_log, 1e-9)
-                frames_at_log, t_log = counters["frames"], now
-                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=fps,
+                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=clock.fps(),
                         updates=learner.updates, **stats)
             if run is not None and (learner.updates % cfg.checkpoint_every == 0 or last):
                 save()
@@ -463,7 +482,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
                   updates=learner.updates, skipped_updates=learner.skipped,
                   actor_restarts=actors.restarts if actors is not None else 0,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
-                  wall_s=round(time.perf_counter() - t_start, 1))
+                  wall_s=round(clock.elapsed(), 1))
     return finish_run(run, cfg, result)
 
 
