@@ -9,7 +9,9 @@
 All run on the same inputs in one process, interleaved rep by rep, and the script prints the
 ratios a/b and b/c from the medians. A second table does (b) against (c) for other cells of
 ``rtrl.nn.MODULES`` (``--cells``, default the LRU and the RTU) at ``--cell-size`` (hidden_size;
-the RTU's ``hidden_size/2`` complex units give ``hidden_size`` features). Peak memory is the rise of the process's peak resident set
+the RTU's ``hidden_size/2`` complex units give ``hidden_size`` features), and times alone the
+one GEMM that exact RTRL adds (the carry-out): ``(c + gemm)/c`` is the ratio RTRL would have if
+that GEMM were all its extra work, a floor for this algorithm. Peak memory is the rise of the process's peak resident set
 (CPU; each method in a fresh subprocess) or of torch.cuda.max_memory_allocated (CUDA).
 
     python benchmarks/rtrl_speed.py            # the paper's RL sizes: N in {256, 512}, T in {50, 100}
@@ -20,6 +22,7 @@ the RTU's ``hidden_size/2`` complex units give ``hidden_size`` features). Peak m
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -124,23 +127,35 @@ def sync(device: str) -> None:
 
 
 def time_methods(n, d, b, t, reps, device, methods):
-    return time_built({m: build(m, n, d, b, device) for m in methods}, d, b, t, reps, device)
-
-
-def time_built(built, d, b, t, reps, device):
-    """Median seconds per segment of each ``built[key] = (model, state)``, interleaved rep by rep."""
     x = torch.randn(t, b, d, device=device)
-    times = {m: [] for m in built}
+    built = {m: build(m, n, d, b, device) for m in methods}
+    return time_runs({m: functools.partial(one_segment, m, *built[m][:1], x, built[m][1]) for m in methods},
+                     reps, device)
+
+
+def time_runs(runs, reps, device):
+    """Median seconds of each ``runs[key]()`` (no arguments), interleaved rep by rep."""
+    times = {k: [] for k in runs}
     for rep in range(reps + 1):  # rep 0 warms up
-        for m in built:
-            model, state = built[m]
+        for k, run in runs.items():
             sync(device)
             t0 = time.perf_counter()
-            one_segment(m, model, x, state)
+            run()
             sync(device)
             if rep:
-                times[m].append(time.perf_counter() - t0)
-    return {m: statistics.median(v) for m, v in times.items()}
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def carry_gemm(module, x):
+    """The one GEMM exact RTRL adds to truncated BPTT, alone: the carry-out ``Σ_t x_t ⊗ (Λ_t u_t)``
+    per stream, ``(B, D, T) @ (B, T, M)`` with ``M`` the real width of the carried ``S^W``
+    (complex sensitivities count twice). Returns a function that runs it once on random factors."""
+    s_w = module.initial_state(x.shape[1], sensitivities=True).sensitivities.weight_ih
+    width = s_w.shape[-1] * (2 if s_w.is_complex() else 1)
+    xt = x.detach().permute(1, 2, 0)
+    factors = torch.randn(x.shape[0], x.shape[1], width, device=x.device, dtype=x.dtype).transpose(0, 1)
+    return lambda: torch.bmm(xt, factors)
 
 
 def peak_memory(method, n, d, b, t, device, malloc) -> float:
@@ -188,6 +203,7 @@ def main() -> None:
     ap.add_argument("--cells", default="lru,rtu", help="comma-separated rtrl.nn.MODULES for the (b)/(c) table, "
                     "or '' for none")
     ap.add_argument("--cell-size", type=int, default=512, help="hidden_size of the cells table")
+    ap.add_argument("--input-grad", action="store_true", help="cells table: x requires grad (a layer above others)")
     ap.add_argument("--cell-steps", type=int, default=100, help="segment length T of the cells table")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="tuned: rtrl.utils.tune_cpu_allocator() for every method (CPU); default: glibc as is")
@@ -220,17 +236,23 @@ def main() -> None:
     cells = [c for c in args.cells.split(",") if c]
     if cells:
         n, t = args.cell_size, args.cell_steps
-        print(f"\n{'cell':>10} {'N':>4} {'T':>4} | {'b_chunked':>11} {'c_tbptt':>11} |   b/c")
-        built = {}
+        print(f"\ncells, x {'with' if args.input_grad else 'without'} gradient")
+        print(f"{'cell':>10} {'N':>4} {'T':>4} | {'b_chunked':>11} {'c_tbptt':>11} {'carry_gemm':>11} "
+              f"|   b/c (c+gemm)/c")
+        # --input-grad: x needs a gradient, as for a layer above a stem (R2AC); both rules add ∇x
+        x = torch.randn(t, b, d, device=args.device, requires_grad=args.input_grad)
+        runs = {}
         for name in cells:
             for rule in ("rtrl", "bptt"):
                 torch.manual_seed(0)
                 m = MODULES[name](d, n, learning=rule).to(args.device)
-                built[name, rule] = m, m.initial_state(b)
-        med = time_built(built, d, b, t, reps, args.device)
+                runs[name, rule] = functools.partial(one_segment, rule, m, x, m.initial_state(b))
+            runs[name, "gemm"] = carry_gemm(m, x)
+        med = time_runs(runs, reps, args.device)
         for name in cells:
-            rt, bp = med[name, "rtrl"], med[name, "bptt"]
-            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms | {rt / bp:5.2f}")
+            rt, bp, gemm = med[name, "rtrl"], med[name, "bptt"], med[name, "gemm"]
+            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms {gemm * 1e3:9.1f}ms | "
+                  f"{rt / bp:5.2f} {(bp + gemm) / bp:9.2f}")
 
 
 if __name__ == "__main__":
