@@ -105,8 +105,6 @@ def test_full_episode_bptt_core(tmp_path):
 
 
 def test_load_and_freeze_the_stem(tmp_path):
-    import torch
-
     from rtrl.runs import load_checkpoint
 
     base = dict(SMALL, total_frames=1600, eval_episodes=0)

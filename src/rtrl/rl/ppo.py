@@ -253,40 +253,18 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
     evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
     from rtrl.rl.envs import make_env
-    from rtrl.rl.train import RunClock, build_agent, finish_run, load_stem, open_run
+    from rtrl.rl.train import RunBook, finish_run, open_run, start_training
 
-    cfg.validate()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    probe = make_env(cfg.env, 1, seed=cfg.seed)
-    agent = build_agent(cfg, probe)
-    probe.close()
-    if cfg.load_stem:
-        load_stem(agent, cfg.load_stem)
+    agent = start_training(cfg)
     ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)
     run = open_run(cfg, run_dir, resume)
-    counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
-    if run is not None and resume:
-        ckpt = run.latest("ppo")
-        if ckpt is not None:
-            agent.load_state_dict(ckpt["agent"])
-            ppo.load_state_dict(ckpt["ppo"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            counters.update(ckpt["counters"])
-            counters["restarts"] += 1
-    env_seed = cfg.seed * 10_007 + 100_003 * counters["restarts"]  # a restart plays new episodes
+    book = RunBook(cfg, run, resume, "ppo", dict(agent=agent, ppo=ppo))
+    counters, env_seed = book.counters, book.env_seed
     env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
     collector = Collector(env, agent, cfg.unroll, env_seed)
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
-    clock = RunClock(counters)
-
-    def save() -> None:
-        clock.elapsed()
-        run.save(dict(step=counters["frames"], agent=agent.state_dict(), ppo=ppo.state_dict(),
-                      torch_rng=torch.get_rng_state(), counters=dict(counters)), "ppo")
 
     try:
         while counters["frames"] < cfg.total_frames:
@@ -304,18 +282,11 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
                 collector.state = carried.map(lambda t: torch.nan_to_num(t, 0.0, 0.0, 0.0))
                 continue
             frames = seg.length * cfg.num_envs
-            counters["frames"] += frames
             mean_ret = float(np.mean(returns)) if returns else float("nan")
+            book.after_update(ppo.updates, frames, mean_ret, stats)
             bar.update(frames, ret=mean_ret, upd=ppo.updates)
-            last = counters["frames"] >= cfg.total_frames
-            if run is not None and (ppo.updates % cfg.log_every == 0 or last):
-                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=clock.fps(),
-                        updates=ppo.updates, **stats)
-            if run is not None and (ppo.updates % cfg.checkpoint_every == 0 or last):
-                save()
     except KeyboardInterrupt:
-        if run is not None:  # the weights as they are; frames and updates count finished iterations only
-            save()
+        book.save()  # the weights as they are; frames and updates count finished iterations only
         raise
     finally:
         bar.close()
@@ -323,6 +294,6 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     result = dict(algo="ppo", env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed,
                   frames=counters["frames"], updates=ppo.updates, skipped_updates=ppo.skipped,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
-                  wall_s=round(clock.elapsed(), 1))
+                  wall_s=round(book.elapsed(), 1))
     return finish_run(run, cfg, result)
 

@@ -167,14 +167,32 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
                                                     unroll=50, total_frames=200_000_000, eval_episodes=30)
 
 
-class RunClock:
-    """Training wall time that survives resumes (kept in ``counters["wall"]``) and frames/s
-    between log points (``counters["frames"]``)."""
+class RunBook:
+    """The bookkeeping R2AC and PPO share: counters (frames, episodes, restarts, training wall time
+    over all starts of the run), resuming them with the weights from the run's latest ``kind``
+    checkpoint, frames/s between log points, and the log/checkpoint cadence.
 
-    def __init__(self, counters: dict) -> None:
-        self.counters = counters
-        self._start = time.perf_counter() - counters["wall"]
-        self._frames, self._t = counters["frames"], time.perf_counter()
+    ``modules`` maps checkpoint keys to objects with ``state_dict``/``load_state_dict`` (the agent
+    and its learner). With ``run = None`` nothing is logged or saved.
+    """
+
+    def __init__(self, cfg: TrainConfig, run: Optional[Run], resume: bool, kind: str, modules: dict) -> None:
+        self.cfg, self.run, self.kind, self.modules = cfg, run, kind, modules
+        self.counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
+        ckpt = run.latest(kind) if run is not None and resume else None
+        if ckpt is not None:
+            for key, module in modules.items():
+                module.load_state_dict(ckpt[key])
+            torch.set_rng_state(ckpt["torch_rng"])
+            self.counters.update(ckpt["counters"])
+            self.counters["restarts"] += 1
+        self._start = time.perf_counter() - self.counters["wall"]
+        self._frames, self._t = self.counters["frames"], time.perf_counter()
+
+    @property
+    def env_seed(self) -> int:
+        """Seed of the training envs: a restart plays new episodes, not the first ones again."""
+        return self.cfg.seed * 10_007 + 100_003 * self.counters["restarts"]
 
     def fps(self) -> float:
         """Frames per second since the previous call (or since the start)."""
@@ -188,12 +206,49 @@ class RunClock:
         self.counters["wall"] = time.perf_counter() - self._start
         return self.counters["wall"]
 
+    def save(self) -> None:
+        """Checkpoint the modules, the RNG and the counters (atomically, by :class:`Run`)."""
+        if self.run is None:
+            return
+        self.elapsed()
+        state = {key: module.state_dict() for key, module in self.modules.items()}
+        self.run.save(dict(step=self.counters["frames"], torch_rng=torch.get_rng_state(),
+                           counters=dict(self.counters), **state), self.kind)
+
+    def after_update(self, updates: int, frames: int, mean_return: float, stats: dict) -> None:
+        """Count ``frames``; log and checkpoint when due (and always at the last update)."""
+        self.counters["frames"] += frames
+        last = self.counters["frames"] >= self.cfg.total_frames
+        if self.run is not None and (updates % self.cfg.log_every == 0 or last):
+            self.run.log(self.counters["frames"], mean_return=mean_return, episodes=self.counters["episodes"],
+                         fps=self.fps(), updates=updates, **stats)
+        if updates % self.cfg.checkpoint_every == 0 or last:
+            self.save()
+
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
                   cfg.stem)
     if cfg.freeze_stem:
         agent.stem.requires_grad_(False)
+    return agent
+
+
+def start_training(cfg: TrainConfig) -> Agent:
+    """What every training run does first: validate ``cfg``, set threads and the seed, build the
+    agent for ``cfg.env`` and load ``cfg.load_stem`` (a resumed run then overwrites the weights
+    with its own checkpoint)."""
+    from rtrl.rl.envs import make_env
+
+    cfg.validate()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    probe = make_env(cfg.env, 1, seed=cfg.seed)
+    agent = build_agent(cfg, probe)
+    probe.close()
+    if cfg.load_stem:
+        load_stem(agent, cfg.load_stem)
     return agent
 
 
@@ -398,26 +453,11 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
         from rtrl.rl.ppo import train_ppo
 
         return train_ppo(cfg, run_dir, resume, progress)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    probe = make_env(cfg.env, 1, seed=cfg.seed)
-    agent = build_agent(cfg, probe)
-    probe.close()
-    if cfg.load_stem:
-        load_stem(agent, cfg.load_stem)  # a resumed run then overwrites it with its own checkpoint
+    agent = start_training(cfg)
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
     run = open_run(cfg, run_dir, resume)
-    counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
-    if run is not None and resume:
-        ckpt = run.latest("r2ac")
-        if ckpt is not None:
-            agent.load_state_dict(ckpt["agent"])
-            learner.load_state_dict(ckpt["learner"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            counters.update(ckpt["counters"])
-            counters["restarts"] += 1
-    env_seed = cfg.seed * 10_007 + 100_003 * counters["restarts"]
+    book = RunBook(cfg, run, resume, "r2ac", dict(agent=agent, learner=learner))
+    counters, env_seed = book.counters, book.env_seed
     if cfg.num_actors == 0:
         env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
         actor = ActorLoop(env, agent, cfg.unroll, 0, env_seed)
@@ -433,11 +473,6 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
-    clock = RunClock(counters)
-    def save() -> None:
-        clock.elapsed()
-        run.save(dict(step=counters["frames"], agent=agent.state_dict(), learner=learner.state_dict(),
-                      torch_rng=torch.get_rng_state(), counters=dict(counters)), "r2ac")
 
     try:
         while counters["frames"] < cfg.total_frames:
@@ -459,18 +494,12 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
                 continue
             if actors is not None:
                 actors.publish(agent)
-            counters["frames"] += rollout.length * rollout.streams.numel()
+            frames = rollout.length * rollout.streams.numel()
             mean_ret = float(np.mean(returns)) if returns else float("nan")
-            bar.update(rollout.length * rollout.streams.numel(), ret=mean_ret, upd=learner.updates)
-            last = counters["frames"] >= cfg.total_frames
-            if run is not None and (learner.updates % cfg.log_every == 0 or last):
-                run.log(counters["frames"], mean_return=mean_ret, episodes=counters["episodes"], fps=clock.fps(),
-                        updates=learner.updates, **stats)
-            if run is not None and (learner.updates % cfg.checkpoint_every == 0 or last):
-                save()
+            book.after_update(learner.updates, frames, mean_ret, stats)
+            bar.update(frames, ret=mean_ret, upd=learner.updates)
     except KeyboardInterrupt:
-        if run is not None:  # Ctrl-C loses nothing: the state after the last finished update
-            save()
+        book.save()  # Ctrl-C loses nothing: the state after the last finished update
         raise
     finally:
         bar.close()
@@ -482,7 +511,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
                   updates=learner.updates, skipped_updates=learner.skipped,
                   actor_restarts=actors.restarts if actors is not None else 0,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
-                  wall_s=round(clock.elapsed(), 1))
+                  wall_s=round(book.elapsed(), 1))
     return finish_run(run, cfg, result)
 
 
