@@ -107,15 +107,20 @@ def scan(cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor]) -
     Returns ``c_prev (T,B,N)`` (the state each step saw, after resets) and ``c (T,B,N)``.
     """
     theta = cell.weight_hh.detach()
-    c_prev_all = c0.new_empty(p.shape[0], p.shape[1], p.shape[3])
-    c_all = torch.empty_like(c_prev_all)
+    linear = cell.linear_terms(p, theta)  # (a, b) of c = a ⊙ c_prev + b, or None
+    c_all = c0.new_empty(p.shape[0], p.shape[1], p.shape[3])
     c = c0
     for t in range(p.shape[0]):
         if keep is not None:
             c = c * keep[t, :, None]
-        c_prev_all[t] = c
-        c = cell.step(c, p[t], theta)
-        c_all[t] = c
+        if linear is None:
+            c_all[t] = cell.step(c, p[t], theta)
+        else:
+            torch.addcmul(linear[1][t], linear[0], c, out=c_all[t])
+        c = c_all[t]
+    c_prev_all = torch.cat((c0.unsqueeze(0), c_all[:-1]))
+    if keep is not None:
+        c_prev_all *= keep[:, :, None]
     return c_prev_all, c_all
 
 
@@ -224,11 +229,9 @@ class _ExactElementwise(torch.autograd.Function):
         if ctx.through_time:
             a_bar = a.conj().resolve_conj()  # the reverse scan of a complex-linear map runs with conj(a)
             delta = torch.empty_like(g)
-            d = g[T - 1]
-            delta[T - 1] = d
+            delta[T - 1] = g[T - 1]
             for t in range(T - 2, -1, -1):
-                d = torch.addcmul(g[t], a_bar[t + 1], d)
-                delta[t] = d
+                torch.addcmul(g[t], a_bar[t + 1], delta[t + 1], out=delta[t])
             carry_in = a_bar[0] * delta[0]  # ∂L/∂c_0
         else:
             delta = g  # spatial: c_{t-1} is a constant, so only the step's own output counts

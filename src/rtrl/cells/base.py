@@ -74,5 +74,12 @@ class ElementwiseCell(nn.Module):
         """``a (..., N)``, ``u (..., K, N)``, ``v (..., J, N)``: partials of ``step`` (see module doc)."""
         raise NotImplementedError
 
+    def linear_terms(self, p: Tensor, theta: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(a (N,), b (..., N))`` when ``step`` is the time-invariant linear map
+        ``c = a ⊙ c_prev + b`` (``a`` one number per unit, ``b`` from the input ``p (..., K, N)``
+        alone), else ``None``. Optional: the engine then computes ``b`` for the whole segment at
+        once and scans with one multiply-add per step, instead of calling ``step`` ``T`` times."""
+        return None
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"

@@ -37,10 +37,14 @@ class DiagonalLinearCell(ElementwiseCell):
         torch.nn.init.normal_(self.bias, std=0.1)
         torch.nn.init.uniform_(self.weight_hh, self.min_logit, self.max_logit)
 
-    def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
+    def linear_terms(self, p: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         lam = torch.sigmoid(theta[0])
         gamma = torch.sqrt(1 - lam * lam)
-        return lam * c_prev + gamma * p[..., 0, :]
+        return lam, gamma * p[..., 0, :]
+
+    def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
+        lam, b = self.linear_terms(p, theta)
+        return torch.addcmul(b, lam, c_prev)
 
     def local_derivatives(
         self, c_prev: Tensor, p: Tensor, theta: Tensor

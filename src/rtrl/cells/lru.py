@@ -74,21 +74,25 @@ class LRUCell(ElementwiseCell):
         dgamma = (1 - one_minus_r2) * e_nu / gamma  # d/dν sqrt(1 − exp(−2 e^ν))
         return lam, gamma, dgamma, e_nu, phase, q
 
-    def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
+    def linear_terms(self, p: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         lam, gamma, _, _, _, q = self._terms(p, theta)
-        return lam * c_prev + (q if gamma is None else gamma * q)
+        return lam, (q if gamma is None else gamma * q)
+
+    def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
+        lam, b = self.linear_terms(p, theta)
+        return torch.addcmul(b, lam, c_prev)
 
     def local_derivatives(
         self, c_prev: Tensor, p: Tensor, theta: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         lam, gamma, dgamma, e_nu, phase, q = self._terms(p, theta)
-        lam_c = lam * c_prev
-        a = lam.expand_as(lam_c)
+        a = lam.expand_as(c_prev)
         scale = torch.ones_like(e_nu) if gamma is None else gamma
         u = torch.stack((torch.complex(scale, torch.zeros_like(scale)),
-                         torch.complex(torch.zeros_like(scale), scale)), -2).expand(*lam_c.shape[:-1], 2, -1)
-        v_nu = -e_nu * lam_c  # ∂λ/∂ν = −exp(ν) λ
+                         torch.complex(torch.zeros_like(scale), scale)), -2).expand(*c_prev.shape[:-1], 2, -1)
+        # ∂λ/∂ν = −exp(ν) λ and ∂λ/∂θ_log = i exp(θ_log) λ, each times c_prev: one broadcast product
+        dlam = torch.stack((-e_nu * lam, lam * torch.complex(torch.zeros_like(phase), phase)))  # (2, N)
+        v = c_prev.unsqueeze(-2) * dlam
         if gamma is not None:
-            v_nu = v_nu + dgamma * q
-        v_theta = lam_c * torch.complex(torch.zeros_like(phase), phase)  # ∂λ/∂θ_log = i exp(θ_log) λ
-        return a, u, torch.stack((v_nu, v_theta), -2)
+            v[..., 0, :] += dgamma * q  # γ(ν) scales the input too
+        return a, u, v
