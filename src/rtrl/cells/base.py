@@ -16,7 +16,8 @@ and the cell itself is two pure functions of tensors:
 
 Both are element-wise, so they take any leading dimensions: the engine scans ``step`` over time
 and calls ``local_derivatives`` once on the whole segment. Nothing else is needed to get exact
-RTRL for a new cell (see :mod:`rtrl.exact` for the maths).
+RTRL for a new cell (see :mod:`rtrl.exact` for the maths). A linear time-invariant cell (the
+LRU, the RTU) may also define ``linear_terms``, so that the scan is one multiply-add per step.
 
 Complex cells (``complex_state = True``, e.g. the LRU) keep ``p`` and every parameter real but
 have a complex state ``c``: then ``a``, ``u``, ``v`` are complex, and ``step`` must be
