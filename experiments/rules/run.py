@@ -11,6 +11,9 @@ Parts:
   the memory span: what only a learning rule with credit beyond the segment can solve. Agents of
   about the same total parameter count.
 * ``ppo``: PPO and IMPALA (R2AC) with the same exact-RTRL cores on two popgym tasks.
+* ``lag``: R2AC on popgym RepeatPreviousEasy (output the card seen 4 steps ago), the fixed lag
+  that an element-wise real recurrence learns slowly: eLSTM, LRU and RTU (exact RTRL) against a
+  dense LSTM (truncated BPTT), about the same parameter count, a longer budget.
 
 Each run is an ``rtrl copy`` / ``rtrl train`` process with its own run folder under --out;
 finished runs are reused, so re-running resumes the sweep. Writes docs/rules_table.md and
@@ -52,6 +55,11 @@ MEMORY_M, MEMORY_FRAMES = 3, 100_000
 PPO_TASKS = ["popgym-RepeatFirstEasy-v0", "popgym-PositionOnlyCartPoleEasy-v0"]
 PPO_CORES = [("eLSTM", "rtrl-elstm"), ("LRU", "rtrl-lru")]
 PPO_FRAMES = 60_000
+LAG_TASK = "popgym-RepeatPreviousEasy-v0"
+LAG_CORES = [("eLSTM, exact RTRL", "rtrl-elstm"), ("LRU, exact RTRL", "rtrl-lru"), ("RTU, exact RTRL", "rtrl-rtu"),
+             ("dense LSTM, TBPTT", "lstm")]
+LAG_FRAMES = 1_000_000
+PARTS = ["copy", "memory", "ppo", "lag"]
 
 
 def agent_parameters(env: str, core: str, hidden: int) -> int:
@@ -123,7 +131,7 @@ def curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=["copy", "memory", "ppo"], choices=["copy", "memory", "ppo"])
+    ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--frames", type=int, default=0, help="override the frame budget of the RL parts")
     ap.add_argument("--parallel", type=int, default=2)
@@ -136,6 +144,8 @@ def main() -> None:
     copy_params = count_parameters("rtrl", 64, "elstm")  # the eLSTM of 64 units
     mem_params = agent_parameters(MEMORY_TASKS[0], "rtrl-elstm", 64)
     mem_hidden = {core: hidden_for(MEMORY_TASKS[0], core, mem_params) for _, core in MEMORY_CORES}
+    lag_params = agent_parameters(LAG_TASK, "rtrl-elstm", 64)
+    lag_hidden = {core: hidden_for(LAG_TASK, core, lag_params) for _, core in LAG_CORES}
 
     jobs = []  # (part, key, run folder, callable); the cheap parts first, every seed of a part together
     if "memory" in args.parts:
@@ -155,6 +165,13 @@ def main() -> None:
                         jobs.append(("ppo", (env, core, algo, s), train_dir(args.out, "ppo", env, core, s, extra),
                                      lambda env=env, core=core, s=s, extra=extra: train_job(
                                          args.out, "ppo", env, core, s, args.frames or PPO_FRAMES, extra)))
+    if "lag" in args.parts:
+        for s in args.seeds:
+            for _, core in LAG_CORES:
+                extra = ["--hidden-size", str(lag_hidden[core])]
+                jobs.append(("lag", (core, s), train_dir(args.out, "lag", LAG_TASK, core, s, extra),
+                             lambda core=core, s=s, extra=extra: train_job(
+                                 args.out, "lag", LAG_TASK, core, s, args.frames or LAG_FRAMES, extra)))
     if "copy" in args.parts:
         for s in args.seeds:
             jobs += [("copy", (m, c, k, s), copy_dir(args.out, m, c, k, s),
@@ -169,7 +186,7 @@ def main() -> None:
         results = {k: r for k, r in results.items() if r is not None}
 
     seeds = args.seeds
-    all_parts = len(args.parts) == 3
+    all_parts = set(args.parts) == set(PARTS)
     out = [f"Made by `python experiments/rules/run.py{'' if all_parts else ' --parts ' + ' '.join(args.parts)}"
                               f"{'' if seeds == [0, 1, 2] else ' --seeds ' + ' '.join(map(str, seeds))}"
                               f"{' --frames ' + str(args.frames) if args.frames else ''}` (mean ± std over seeds {seeds})."]
@@ -205,6 +222,20 @@ def main() -> None:
                 cells = [mean_std([results[("ppo", (env, core, algo, s))]["eval"]["greedy"]["mean"] for s in seeds
                                    if ("ppo", (env, core, algo, s)) in results], seeds=len(seeds)) for env in PPO_TASKS]
                 out.append(f"| {label} | {algo} | " + " | ".join(cells) + " |")
+    if "lag" in args.parts:
+        out += ["", f"**A fixed lag**: {LAG_TASK} (R2AC, defaults, M = 10, {args.frames or LAG_FRAMES:,} frames; "
+                "training return over the last 100 episodes and greedy return on held-out seeds; random ≈ −0.5, "
+                f"optimum 1), agents of about {lag_params:,} parameters:", "",
+                "| core, rule | hidden size | parameters | training return | greedy return | wall, min |",
+                "|---|---|---|---|---|---|"]
+        for label, core in LAG_CORES:
+            rs = [results[("lag", (core, s))] for s in seeds if ("lag", (core, s)) in results]
+            if not rs:
+                continue
+            out.append(f"| {label} | {lag_hidden[core]} | {agent_parameters(LAG_TASK, core, lag_hidden[core]):,} | "
+                       f"{mean_std([r['train_mean_return_last100'] for r in rs], seeds=len(seeds))} | "
+                       f"{mean_std([r['eval']['greedy']['mean'] for r in rs], seeds=len(seeds))} | "
+                       f"{statistics.mean(r['wall_s'] for r in rs) / 60:.0f} |")
     args.docs.mkdir(exist_ok=True)
     (args.docs / "rules_table.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
@@ -218,7 +249,7 @@ def plot(args, seeds: list[int]) -> None:
     import matplotlib.pyplot as plt
 
     panels = (["copy"] if "copy" in args.parts else []) + (MEMORY_TASKS if "memory" in args.parts else []) \
-        + (PPO_TASKS if "ppo" in args.parts else [])
+        + (PPO_TASKS if "ppo" in args.parts else []) + ([LAG_TASK] if "lag" in args.parts else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         if panel == "copy":
@@ -228,6 +259,10 @@ def plot(args, seeds: list[int]) -> None:
         elif panel in MEMORY_TASKS:
             lines = [(label, list((args.out / "memory").glob(f"{panel}-{core}-*")), "mean_return")
                      for label, core in MEMORY_CORES]
+            ax.set_xlabel("frames")
+        elif panel == LAG_TASK:
+            lines = [(label, list((args.out / "lag").glob(f"{panel}-{core}-*")), "mean_return")
+                     for label, core in LAG_CORES]
             ax.set_xlabel("frames")
         else:
             lines = [(f"{label}, {algo}", list((args.out / "ppo").glob(f"{panel}-{core}-algo-{algo}-s*")), "mean_return")

@@ -133,7 +133,7 @@ def _carry_factors(a: Tensor) -> tuple[Tensor, Tensor]:
     per unit and broadcast, not once per stream.
     """
     if a.shape[0] > 1 and a.stride(0) == 0 and a.stride(1) == 0:
-        powers = torch.cumprod(a[:, :1].expand(-1, 1, -1), 0)  # a^1 .. a^T, (T, 1, N)
+        powers = torch.cumprod(a[:, :1], 0)  # a^1 .. a^T, (T, 1, N)
         lam = torch.cat((powers[:-1].flip(0), torch.ones_like(powers[:1])))
         return lam.expand_as(a), powers[-1].expand_as(a[0])
     lam = torch.empty_like(a)
