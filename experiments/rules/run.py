@@ -12,8 +12,9 @@ Parts:
   about the same total parameter count.
 * ``ppo``: PPO and IMPALA (R2AC) with the same exact-RTRL cores on two popgym tasks.
 * ``lag``: R2AC on popgym RepeatPreviousEasy (output the card seen 4 steps ago), the fixed lag
-  that an element-wise real recurrence learns slowly: eLSTM, LRU and RTU (exact RTRL) against a
-  dense LSTM (truncated BPTT), about the same parameter count, a longer budget.
+  that an element-wise real recurrence learns slowly: eLSTM, LRU and RTU with exact RTRL and
+  with truncated BPTT (M = 10), and a dense LSTM (truncated BPTT), about the same parameter
+  count, a longer budget.
 
 Each run is an ``rtrl copy`` / ``rtrl train`` process with its own run folder under --out;
 finished runs are reused, so re-running resumes the sweep. Writes docs/rules_table.md and
@@ -57,7 +58,10 @@ PPO_CORES = [("eLSTM", "rtrl-elstm"), ("LRU", "rtrl-lru")]
 PPO_FRAMES = 60_000
 LAG_TASK = "popgym-RepeatPreviousEasy-v0"
 LAG_CORES = [("eLSTM, exact RTRL", "rtrl-elstm"), ("LRU, exact RTRL", "rtrl-lru"), ("RTU, exact RTRL", "rtrl-rtu"),
+             ("eLSTM, TBPTT", "tbptt-elstm"), ("LRU, TBPTT", "tbptt-lru"), ("RTU, TBPTT", "tbptt-rtu"),
              ("dense LSTM, TBPTT", "lstm")]
+LAG_RUNS = [(label, core, 10) for label, core in LAG_CORES] + [  # and M = 3, shorter than the lag of 4
+    (label, core, 3) for label, core in LAG_CORES if core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu")]
 LAG_FRAMES = 1_000_000
 PARTS = ["copy", "memory", "ppo", "lag"]
 
@@ -167,9 +171,9 @@ def main() -> None:
                                          args.out, "ppo", env, core, s, args.frames or PPO_FRAMES, extra)))
     if "lag" in args.parts:
         for s in args.seeds:
-            for _, core in LAG_CORES:
-                extra = ["--hidden-size", str(lag_hidden[core])]
-                jobs.append(("lag", (core, s), train_dir(args.out, "lag", LAG_TASK, core, s, extra),
+            for _, core, m in LAG_RUNS:
+                extra = ["--hidden-size", str(lag_hidden[core])] + (["--unroll", str(m)] if m != 10 else [])
+                jobs.append(("lag", (core, m, s), train_dir(args.out, "lag", LAG_TASK, core, s, extra),
                              lambda core=core, s=s, extra=extra: train_job(
                                  args.out, "lag", LAG_TASK, core, s, args.frames or LAG_FRAMES, extra)))
     if "copy" in args.parts:
@@ -223,16 +227,16 @@ def main() -> None:
                                    if ("ppo", (env, core, algo, s)) in results], seeds=len(seeds)) for env in PPO_TASKS]
                 out.append(f"| {label} | {algo} | " + " | ".join(cells) + " |")
     if "lag" in args.parts:
-        out += ["", f"**A fixed lag**: {LAG_TASK} (R2AC, defaults, M = 10, {args.frames or LAG_FRAMES:,} frames; "
+        out += ["", f"**A fixed lag of 4 steps**: {LAG_TASK} (R2AC, defaults, {args.frames or LAG_FRAMES:,} frames; "
                 "training return over the last 100 episodes and greedy return on held-out seeds; random ≈ −0.5, "
                 f"optimum 1), agents of about {lag_params:,} parameters:", "",
-                "| core, rule | hidden size | parameters | training return | greedy return | wall, min |",
-                "|---|---|---|---|---|---|"]
-        for label, core in LAG_CORES:
-            rs = [results[("lag", (core, s))] for s in seeds if ("lag", (core, s)) in results]
+                "| core, rule | M | hidden size | parameters | training return | greedy return | wall, min |",
+                "|---|---|---|---|---|---|---|"]
+        for label, core, m in LAG_RUNS:
+            rs = [results[("lag", (core, m, s))] for s in seeds if ("lag", (core, m, s)) in results]
             if not rs:
                 continue
-            out.append(f"| {label} | {lag_hidden[core]} | {agent_parameters(LAG_TASK, core, lag_hidden[core]):,} | "
+            out.append(f"| {label} | {m} | {lag_hidden[core]} | {agent_parameters(LAG_TASK, core, lag_hidden[core]):,} | "
                        f"{mean_std([r['train_mean_return_last100'] for r in rs], seeds=len(seeds))} | "
                        f"{mean_std([r['eval']['greedy']['mean'] for r in rs], seeds=len(seeds))} | "
                        f"{statistics.mean(r['wall_s'] for r in rs) / 60:.0f} |")
@@ -260,9 +264,9 @@ def plot(args, seeds: list[int]) -> None:
             lines = [(label, list((args.out / "memory").glob(f"{panel}-{core}-*")), "mean_return")
                      for label, core in MEMORY_CORES]
             ax.set_xlabel("frames")
-        elif panel == LAG_TASK:
-            lines = [(label, list((args.out / "lag").glob(f"{panel}-{core}-*")), "mean_return")
-                     for label, core in LAG_CORES]
+        elif panel == LAG_TASK:  # M = 10 only (the M = 3 runs are in the table)
+            lines = [(label, [d for d in (args.out / "lag").glob(f"{panel}-{core}-*") if "unroll" not in d.name],
+                      "mean_return") for label, core in LAG_CORES]
             ax.set_xlabel("frames")
         else:
             lines = [(f"{label}, {algo}", list((args.out / "ppo").glob(f"{panel}-{core}-algo-{algo}-s*")), "mean_return")
