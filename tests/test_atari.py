@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("ale_py", reason="Atari needs the 'atari' extra: pip install 'rtrl[atari]'")
 
-from rtrl.rl.atari import rom_id  # noqa: E402
+from rtrl.rl.envs.atari import rom_id  # noqa: E402
 from rtrl.rl.envs import make_env  # noqa: E402
 from rtrl.rl.train import TrainConfig, train  # noqa: E402
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rtrl.cli import main
-from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 from rtrl.rl.agent import CORES
 from rtrl.rl.envs import make_env
 from rtrl.rl.ppo import PPO, Collector, gae

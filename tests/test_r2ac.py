@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 from rtrl.rl.agent import CORES, Agent
 from rtrl.rl.learner import Learner, LearnerConfig, NonFiniteError, Rollout
 from rtrl.rl.vtrace import actor_critic_loss, vtrace

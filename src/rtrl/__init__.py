@@ -3,7 +3,8 @@
     from rtrl.nn import ELSTM
 """
 
-from rtrl.exact import RecurrentState, Sensitivities, exact_rtrl
+from rtrl.exact import exact_rtrl
+from rtrl.state import RecurrentState, Sensitivities
 from rtrl.nn import ELSTM, LRU, MODULES, RTU, DiagonalLinearRNN, ElementwiseRNN, LinearRTU
 
 __version__ = "0.1.0"

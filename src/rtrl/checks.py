@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 
 
 def check_sizes(input_size: int, hidden_size: int) -> None:
@@ -17,7 +16,7 @@ def check_sizes(input_size: int, hidden_size: int) -> None:
         raise ValueError(f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}")
 
 
-def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: "RecurrentState",
+def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: RecurrentState,
                   state_width: int, sensitivity_shapes: Optional[Sequence[tuple[int, ...]]],
                   reset: Optional[Tensor], state_dtype: Optional[torch.dtype] = None) -> None:
     """Validate one segment's inputs for layer ``name``.
@@ -27,7 +26,6 @@ def check_segment(name: str, x: Tensor, input_size: int, weight: Tensor, state: 
     ``(B, state_width)``; ``state.sensitivities``' fields, if any, ``(B, *shape)`` for the shapes in
     ``sensitivity_shapes``; ``reset`` a bool ``(T, B)`` mask; ``x`` finite.
     """
-    from rtrl.exact import RecurrentState  # here, not at the top: exact -> cells -> checks
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{name} expects x of shape (T, B, input_size), got {shape}; "

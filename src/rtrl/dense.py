@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.checks import check_segment, check_sizes
-from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 
 __all__ = ["DenseRTRLRNN", "DenseRTRLLSTM", "DenseSensitivities"]
 

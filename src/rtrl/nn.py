@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from rtrl.checks import check_segment
 from rtrl.cells import DiagonalLinearCell, ELSTMCell, ElementwiseCell, LRUCell, RTUCell
-from rtrl.exact import RecurrentState, Sensitivities, exact_rtrl, scan
+from rtrl.exact import exact_rtrl, scan
+from rtrl.state import RecurrentState, Sensitivities
 
 LEARNING_RULES = ("rtrl", "bptt", "spatial")
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.approx import SnAp1LSTM, UOROLSTM
-from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 from rtrl.nn import ELSTM, LRU, RTU
 
 CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "lstm",

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
 from rtrl.rl.vtrace import actor_critic_loss
 

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtrl.exact import RecurrentState
+from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
 from rtrl.rl.learner import NonFiniteError
 from rtrl.utils import ProgressBar
@@ -145,7 +145,7 @@ def gae(reward: Tensor, done: Tensor, value: Tensor, discount: float, lam: float
 class PPO:
     """The optimiser, the schedule, the counters and the PPO update of one segment.
 
-    ``cfg`` is a :class:`rtrl.rl.train.TrainConfig` (its ``ppo_*``, ``clip_*``, ``gae_lambda``,
+    ``cfg`` is a :class:`rtrl.rl.config.TrainConfig` (its ``ppo_*``, ``clip_*``, ``gae_lambda``,
     ``value_weight``, ``entropy_weight``, ``grad_clip``, ``discount``, ``reward_clip`` fields).
     """
 
@@ -253,7 +253,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
     evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
     from rtrl.rl.envs import make_env
-    from rtrl.rl.train import RunBook, finish_run, open_run, start_training
+    from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
 
     agent = start_training(cfg)
     ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)

@@ -8,7 +8,7 @@ call per *rollout*, never per env step). The learner keeps exactly one rollout r
 per actor, passing the newest published weights as an object reference, so every actor's
 rollouts arrive in order and a batch never holds two of one actor. A Ray actor that dies is
 replaced (its streams start new episodes, which resets their RTRL state in the learner).
-Same contract as the local process backend in :mod:`rtrl.rl.train`.
+Same contract as the local process backend in :mod:`rtrl.rl.actors`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class _ActorWorker:
 
     def __init__(self, k: int, cfg_dict: dict, incarnation: int) -> None:
         from rtrl.rl.envs import make_env
-        from rtrl.rl.train import ActorLoop, TrainConfig, build_agent
+        from rtrl.rl.actors import ActorLoop
+        from rtrl.rl.config import TrainConfig, build_agent
 
         torch.set_num_threads(1)
         cfg = TrainConfig(**cfg_dict)

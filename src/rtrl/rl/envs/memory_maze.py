@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from rtrl.rl.envs import VecEnv
+from rtrl.rl.envs.base import VecEnv
 
 _NAME_RE = re.compile(r"^MemoryMaze-(9x9|11x11|13x13|15x15)-v0$")
 INSTALL = "pip install memory-maze==1.0.3 mujoco==3.17.0 gym==0.26.2"

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from rtrl.rl.envs import VecEnv
+from rtrl.rl.envs.base import VecEnv
 
 _NAME_RE = re.compile(r"^ALE/([A-Za-z0-9]+)-v5$")
 

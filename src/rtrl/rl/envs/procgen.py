@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from rtrl.rl.envs import VecEnv
+from rtrl.rl.envs.base import VecEnv
 
 _NAME_RE = re.compile(r"^procgen-([a-z]+)(?:-(easy|hard|memory|exploration|extreme))?-v0$")
 TRAIN_LEVELS, EVAL_START, EVAL_LEVELS = 500, 1000, 200

@@ -1,0 +1,72 @@
+"""``make_env``: the one entry point from an environment's name to a :class:`VecEnv`.
+
+Each family of names has its own adapter module, imported only when a name of it is asked for,
+so a missing optional package costs nothing until it is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtrl.rl.envs.base import VecEnv
+from rtrl.rl.envs.recall import RECALL_DEFAULT_DELAY, RECALL_RE, RecallVecEnv
+
+ENV_NAMES: tuple[str, ...] = (
+    "ALE/<Game>-v5",
+    "procgen-<game>[-<easy|hard|memory|exploration|extreme>]-v0",
+    "rtrl-Recall-v0",
+    "rtrl-Recall<delay>-v0",
+    "popgym-<Task><Easy|Medium|Hard>-v0",
+    "MiniGrid-*",
+    "MemoryGym-<MortarMayhem|MysteryPath|SearingSpotlights>[-Grid]-v0[:param=value,...]",
+    "MemoryMaze-<9x9|11x11|13x13|15x15>-v0",
+)
+"""The supported families of names, as patterns (see :mod:`rtrl.rl.envs`)."""
+
+
+def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) -> VecEnv:
+    """A :class:`VecEnv` of ``num_envs`` copies of ``name`` (see ``ENV_NAMES``).
+
+    ``evaluation=True`` asks for the evaluation variant where one exists: for Atari, whole games
+    (no episode end at a lost life).
+
+    ``seed`` only names the default for the caller's first ``reset(seed)``; the envs are seeded
+    by ``reset`` (env ``i`` with ``seed + i``), nothing is random before it.
+    Raises ``ValueError`` for an unknown name and ``ImportError`` (with the ``pip install``
+    that fixes it) for a missing optional package.
+    """
+    if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    num_envs = int(num_envs)
+    m = RECALL_RE.match(name)
+    if m:
+        delay = int(m.group(1)) if m.group(1) else RECALL_DEFAULT_DELAY
+        env: VecEnv = RecallVecEnv(num_envs, delay, name=name)
+    elif name.startswith("popgym-"):
+        from rtrl.rl.envs.popgym import make_popgym
+
+        env = make_popgym(name, num_envs)
+    elif name.startswith("MiniGrid-"):
+        from rtrl.rl.envs.minigrid import make_minigrid
+
+        env = make_minigrid(name, num_envs)
+    elif name.startswith("MemoryGym-"):
+        from rtrl.rl.envs.memory_gym import make_memory_gym
+
+        env = make_memory_gym(name, num_envs)
+    elif name.startswith("MemoryMaze-"):
+        from rtrl.rl.envs.memory_maze import MemoryMazeVecEnv
+
+        env = MemoryMazeVecEnv(name, num_envs)
+    elif name.startswith("procgen-"):
+        from rtrl.rl.envs.procgen import ProcgenVecEnv
+
+        env = ProcgenVecEnv(name, num_envs, evaluation=evaluation)
+    elif name.startswith("ALE/"):
+        from rtrl.rl.envs.atari import AtariVecEnv
+
+        env = AtariVecEnv(name, num_envs, episodic_life=not evaluation)
+    else:
+        raise ValueError(f"unknown environment {name!r}; supported families: {', '.join(ENV_NAMES)}")
+    env.default_seed = int(seed)
+    return env

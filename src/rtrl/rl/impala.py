@@ -1,0 +1,104 @@
+"""R2AC's training loop: IMPALA with V-trace, whose recurrent core may learn by exact RTRL.
+
+Two ways to run the actors, same learner (:mod:`rtrl.rl.actors`, :mod:`rtrl.rl.ray_actors`):
+``num_actors = 0`` steps the envs synchronously in this process (debugging, tests, tiny tasks);
+``num_actors = K`` runs K actor processes (or Ray actors) that feed a queue; the learner updates
+the weights and publishes them after every step.
+
+Resuming (``resume=True``) restores the weights, optimiser, schedule, counters, RNG and the
+per-stream RTRL state; environments cannot be checkpointed, so every stream starts a new episode
+(``done`` is set on its first step, which zeroes its state and sensitivities, as in any episode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rtrl.rl.actors import ActorLoop, LocalActors
+from rtrl.rl.config import TrainConfig
+from rtrl.rl.learner import Learner, NonFiniteError, Rollout
+from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
+from rtrl.state import RecurrentState
+from rtrl.utils import ProgressBar
+
+
+def _cat_rollouts(rs: list[Rollout]) -> Rollout:
+    if len(rs) == 1:
+        return rs[0]
+    state = RecurrentState(torch.cat([r.state.c for r in rs], 0))
+    return Rollout(*(torch.cat([getattr(r, f) for r in rs], 1) for f in ("obs", "reward", "done", "action", "logits")),
+                   streams=torch.cat([r.streams for r in rs]), state=state)
+
+
+def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train an agent with R2AC; returns the final statistics (also in ``run_dir``)."""
+    from rtrl.rl.envs import make_env
+
+    agent = start_training(cfg)
+    learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
+    run = open_run(cfg, run_dir, resume)
+    book = RunBook(cfg, run, resume, "r2ac", dict(agent=agent, learner=learner))
+    counters, env_seed = book.counters, book.env_seed
+    if cfg.num_actors == 0:
+        env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
+        actor = ActorLoop(env, agent, cfg.unroll, 0, env_seed)
+        actors = None
+    else:
+        actor_cfg = dataclasses.replace(cfg, seed=cfg.seed + counters["restarts"])
+        if cfg.backend == "ray":
+            from rtrl.rl.ray_actors import RayActors
+
+            actors = RayActors(actor_cfg, agent)
+        else:
+            actors = LocalActors(actor_cfg, agent)
+
+    returns: deque = deque(maxlen=100)
+    bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
+
+    try:
+        while counters["frames"] < cfg.total_frames:
+            if actors is None:
+                with torch.no_grad():
+                    r, ep = actor.rollout()
+                rs = [r]
+            else:
+                rs, ep = actors.get(cfg.batch_rollouts)
+            returns.extend(ret for ret, _ in ep)
+            counters["episodes"] += len(ep)
+            rollout = _cat_rollouts(rs)
+            try:
+                stats = learner.update(rollout)
+            except NonFiniteError as e:
+                print(f"warning: {e}", file=sys.stderr, flush=True)
+                if learner.skipped > 100:
+                    raise
+                continue
+            if actors is not None:
+                actors.publish(agent)
+            frames = rollout.length * rollout.streams.numel()
+            mean_ret = float(np.mean(returns)) if returns else float("nan")
+            book.after_update(learner.updates, frames, mean_ret, stats)
+            bar.update(frames, ret=mean_ret, upd=learner.updates)
+    except KeyboardInterrupt:
+        book.save()  # Ctrl-C loses nothing: the state after the last finished update
+        raise
+    finally:
+        bar.close()
+        if actors is not None:
+            actors.close()
+        else:
+            env.close()
+    result = dict(env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed, frames=counters["frames"],
+                  updates=learner.updates, skipped_updates=learner.skipped,
+                  actor_restarts=actors.restarts if actors is not None else 0,
+                  train_mean_return_last100=float(np.mean(returns)) if returns else None,
+                  wall_s=round(book.elapsed(), 1))
+    return finish_run(run, cfg, result)

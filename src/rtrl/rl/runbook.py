@@ -1,0 +1,178 @@
+"""The bookkeeping every training loop shares: the run folder (open, resume, finish), the counters
+and their checkpoint cadence (``RunBook``), the first steps of a run (``start_training``), and the
+evaluation of a saved agent on held-out seeds. R2AC (:mod:`rtrl.rl.impala`) and PPO
+(:mod:`rtrl.rl.ppo`) both stand on this floor."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rtrl.rl.actors import ActorLoop
+from rtrl.rl.agent import Agent
+from rtrl.rl.config import CHECKPOINT_KIND, MAY_CHANGE, TrainConfig, build_agent
+from rtrl.runs import Run, RunError, load_checkpoint
+
+
+class RunBook:
+    """The bookkeeping R2AC and PPO share: counters (frames, episodes, restarts, training wall time
+    over all starts of the run), resuming them with the weights from the run's latest ``kind``
+    checkpoint, frames/s between log points, and the log/checkpoint cadence.
+
+    ``modules`` maps checkpoint keys to objects with ``state_dict``/``load_state_dict`` (the agent
+    and its learner). With ``run = None`` nothing is logged or saved.
+    """
+
+    def __init__(self, cfg: TrainConfig, run: Optional[Run], resume: bool, kind: str, modules: dict) -> None:
+        self.cfg, self.run, self.kind, self.modules = cfg, run, kind, modules
+        self.counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
+        ckpt = run.latest(kind) if run is not None and resume else None
+        if ckpt is not None:
+            for key, module in modules.items():
+                module.load_state_dict(ckpt[key])
+            torch.set_rng_state(ckpt["torch_rng"])
+            self.counters.update(ckpt["counters"])
+            self.counters["restarts"] += 1
+        self._start = time.perf_counter() - self.counters["wall"]
+        self._frames, self._t = self.counters["frames"], time.perf_counter()
+
+    @property
+    def env_seed(self) -> int:
+        """Seed of the training envs: a restart plays new episodes, not the first ones again."""
+        return self.cfg.seed * 10_007 + 100_003 * self.counters["restarts"]
+
+    def fps(self) -> float:
+        """Frames per second since the previous call (or since the start)."""
+        now = time.perf_counter()
+        fps = (self.counters["frames"] - self._frames) / max(now - self._t, 1e-9)
+        self._frames, self._t = self.counters["frames"], now
+        return fps
+
+    def elapsed(self) -> float:
+        """Seconds of training over all starts of the run; also stored in ``counters["wall"]``."""
+        self.counters["wall"] = time.perf_counter() - self._start
+        return self.counters["wall"]
+
+    def save(self) -> None:
+        """Checkpoint the modules, the RNG and the counters (atomically, by :class:`Run`)."""
+        if self.run is None:
+            return
+        self.elapsed()
+        state = {key: module.state_dict() for key, module in self.modules.items()}
+        self.run.save(dict(step=self.counters["frames"], torch_rng=torch.get_rng_state(),
+                           counters=dict(self.counters), **state), self.kind)
+
+    def after_update(self, updates: int, frames: int, mean_return: float, stats: dict) -> None:
+        """Count ``frames``; log and checkpoint when due (and always at the last update)."""
+        self.counters["frames"] += frames
+        last = self.counters["frames"] >= self.cfg.total_frames
+        if self.run is not None and (updates % self.cfg.log_every == 0 or last):
+            self.run.log(self.counters["frames"], mean_return=mean_return, episodes=self.counters["episodes"],
+                         fps=self.fps(), updates=updates, **stats)
+        if updates % self.cfg.checkpoint_every == 0 or last:
+            self.save()
+
+
+def start_training(cfg: TrainConfig) -> Agent:
+    """What every training run does first: validate ``cfg``, set threads and the seed, build the
+    agent for ``cfg.env`` and load ``cfg.load_stem`` (a resumed run then overwrites the weights
+    with its own checkpoint)."""
+    from rtrl.rl.envs import make_env
+
+    cfg.validate()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    probe = make_env(cfg.env, 1, seed=cfg.seed)
+    agent = build_agent(cfg, probe)
+    probe.close()
+    if cfg.load_stem:
+        load_stem(agent, cfg.load_stem)
+    return agent
+
+
+def load_stem(agent: Agent, source: str | Path) -> None:
+    """Copy the stem's weights from a run folder (its latest checkpoint) or a checkpoint file."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt"
+    saved = load_checkpoint(path)
+    if saved.get("kind") not in CHECKPOINT_KIND.values():
+        raise RunError(f"{path} is a {saved.get('kind')!r} checkpoint, not a trained agent's")
+    saved = saved["agent"]
+    stem = {k[len("stem."):]: v for k, v in saved.items() if k.startswith("stem.")}
+    own = agent.stem.state_dict()
+    if stem.keys() != own.keys() or any(stem[k].shape != own[k].shape for k in own):
+        raise ValueError(f"the stem in {path} does not fit this agent (observations or encoder size differ)")
+    agent.stem.load_state_dict(stem)
+
+
+def open_run(cfg: TrainConfig, run_dir: Optional[str | Path], resume: bool) -> Optional[Run]:
+    """The run folder (None without ``run_dir``). A resumed run's config must match, except the
+    budget-like keys, and options added to ``TrainConfig`` after the run started, left at default."""
+    if not run_dir:
+        return None
+    return Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=MAY_CHANGE,
+               defaults=dataclasses.asdict(TrainConfig()))
+
+
+def finish_run(run: Optional[Run], cfg: TrainConfig, result: dict) -> dict:
+    """Evaluate the last checkpoint, write ``result.json`` and the curve, close the run."""
+    if run is not None:
+        if cfg.eval_episodes > 0:
+            result["eval"] = evaluate_run(run.path, cfg.eval_episodes)
+        (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        from rtrl.rl.plot import plot_runs
+
+        plot_runs([run.path], run.path / "curve.png")
+        run.close()
+    return result
+
+
+@torch.no_grad()
+def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, greedy: bool, num_envs: int = 16) -> list[float]:
+    """Returns of the first ``episodes`` episodes, the core's state carried through each episode."""
+    from rtrl.rl.envs import make_env
+
+    env = make_env(env_name, min(num_envs, episodes), seed=seed, evaluation=True)  # Atari: whole games
+    loop = ActorLoop(env, agent, 1, 0, seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        a, _, loop.state = agent.act(loop.obs, loop.reward, loop.done, loop.state, greedy=greedy)
+        o, r, d = env.step(a.numpy())
+        loop.obs, loop.reward, loop.done = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32), torch.as_tensor(d)
+        returns += [ret for ret, _ in env.pop_episode_stats()]
+    env.close()
+    return returns[:episodes]
+
+
+HELD_OUT_SEED = 1_000_003  # evaluation seeds never used in training (training seeds are < 10^6 apart)
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "latest") -> dict:
+    """Greedy and sampled returns of a run's checkpoint on held-out environment seeds."""
+    from rtrl.rl.envs import make_env
+
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
+    cfg = TrainConfig(**json.loads(cfg_file.read_text()))
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", CHECKPOINT_KIND.get(cfg.algo))
+    probe = make_env(cfg.env, 1, seed=0)
+    agent = build_agent(cfg, probe)
+    probe.close()
+    agent.load_state_dict(ckpt["agent"])
+    out = dict(checkpoint=checkpoint, frames=ckpt["step"], episodes=episodes, seed=HELD_OUT_SEED)
+    for mode in ("greedy", "sampled"):
+        torch.manual_seed(HELD_OUT_SEED)
+        rets = evaluate(agent, cfg.env, episodes, HELD_OUT_SEED, greedy=mode == "greedy")
+        out[mode] = dict(mean=float(np.mean(rets)), std=float(np.std(rets)))
+    (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
