@@ -1,7 +1,11 @@
 """The R2AC agent: observation encoder -> recurrent core -> policy and value heads.
 
-    x_t = [encoder(obs_t); clamp(r_{t-1}, -1, 1)]        (D = features + 1)
+    x_t = [encoder(obs_t); clamp(r_{t-1}, -1, 1)]        (D = features + 1; r_{t-1} = 0 where reset_t)
     y_t, state = core(x_t, state, reset_t)               reset_t: obs_t starts a new episode
+
+Reset rule, written once: at an episode's first step nothing of the previous episode reaches the
+agent: the core's state (and its sensitivities) is zeroed and the previous-reward input is 0 (the
+reward that arrived with that observation closed the previous episode).
     logits_t, value_t = heads(y_t)
 
 Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT within the segment),
@@ -212,7 +216,9 @@ class Agent(nn.Module):
         if tuple(obs.shape[2:]) != self.obs_shape:
             raise ValueError(f"observations of shape {tuple(obs.shape[2:])} given to an agent built for {self.obs_shape}")
         feats = self.stem(obs.reshape(T * B, *self.obs_shape)).view(T, B, -1)
-        x = torch.cat((feats, prev_reward.clamp(-1, 1).to(feats.dtype)[..., None]), -1)
+        # the reward that arrived with an episode's first observation belongs to the previous episode
+        r = prev_reward.clamp(-1, 1).to(feats.dtype).masked_fill(reset, 0.0)
+        x = torch.cat((feats, r[..., None]), -1)
         y, state = self.core(x, state, reset)
         return self.policy(y), self.value(y).squeeze(-1), state
 
