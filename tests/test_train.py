@@ -131,7 +131,7 @@ def _actor_pids(parent: int) -> list[int]:
             cmd = (d / "cmdline").read_bytes().decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and "spawn_main" in cmd:
+        if ppid == parent and ("spawn_main" in cmd or "rtrl.cli" in cmd):  # spawned or forked actors
             pids.append(int(d.name))
     return pids
 

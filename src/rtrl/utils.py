@@ -6,6 +6,8 @@ import ctypes
 import ctypes.util
 import sys
 
+import torch
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
@@ -27,6 +29,39 @@ def tune_cpu_allocator(threshold_bytes: int = 1 << 30) -> bool:
         )
     except (OSError, AttributeError):
         return False
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+
+    Raises ``ValueError`` naming the fix for an unknown name or a CUDA device that is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this PyTorch sees no CUDA device (torch {torch.__version__}, "
+                             f"built with CUDA {torch.version.cuda}); use --device cpu or auto")
+        index = name.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 .. "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+        return torch.device(name)
+    raise ValueError(f"unknown device {name!r}; choose one of {DEVICES} (or cuda:<index>)")
+
+
+def copy_weights_(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+    """Copy ``src``'s parameters and buffers into ``dst`` in place, across devices (e.g. a learner's
+    CUDA weights into an actor's CPU copy): no new tensors, so shared memory stays shared."""
+    with torch.no_grad():
+        for d, s in zip(dst.parameters(), src.parameters()):
+            d.copy_(s)
+        for d, s in zip(dst.buffers(), src.buffers()):
+            d.copy_(s)
 
 
 class ProgressBar:

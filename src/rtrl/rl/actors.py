@@ -2,25 +2,36 @@
 
 ``ActorLoop`` steps one ``VecEnv`` in the calling process. ``LocalActors`` runs ``K`` of them in
 actor processes (IMPALA, as torchbeast's monobeast): each steps its own batch of ``num_envs``
-environments with batched inference on the *shared* weights, and sends whole rollouts through a
-queue. Streams: actor ``k``'s environment ``i`` is stream ``k * num_envs + i``. Every rollout of
-an actor covers all its streams, in time order, and a batch never holds two rollouts of one
-actor, so each stream's RTRL state advances in order in the learner.
+environments with batched inference on a CPU copy of the weights, refreshed from shared memory
+before every rollout, and writes whole rollouts into rollout slots in shared memory; only slot
+numbers travel between the processes. Streams: actor ``k``'s environment ``i`` is stream
+``k * num_envs + i``. Every rollout of an actor covers all its streams, in time order, and a
+batch never holds two rollouts of one actor, so each stream's RTRL state advances in order in
+the learner.
+
+Each actor owns ``SLOTS_PER_ACTOR`` slots: it fills one while the learner learns from the other,
+so acting and learning overlap on two cores. Each actor talks to the learner through its own
+two pipes (free slots in, filled slots out), so an actor that dies mid-message harms no other;
+the learner watches every actor's process sentinel and restarts the dead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import queue as queue_lib
 import sys
-from collections import deque
-from dataclasses import dataclass
+import time
+from multiprocessing.connection import wait
+from typing import Optional
 
 import torch
 
 from rtrl.rl.agent import Agent
-from rtrl.rl.config import TrainConfig, build_agent
+from rtrl.rl.config import EnvSpec, TrainConfig, build_agent
 from rtrl.rl.learner import Rollout
+from rtrl.state import RecurrentState
+from rtrl.utils import copy_weights_
+
+SLOTS_PER_ACTOR = 2
 
 
 class ActorLoop:
@@ -35,25 +46,37 @@ class ActorLoop:
         self.done = torch.ones(B, dtype=torch.bool)  # the first observation starts an episode
         self.state = agent.initial_state(B, learner=False)
 
-    def rollout(self) -> tuple[Rollout, list[tuple[float, int]]]:
+    def empty_rollout(self) -> Rollout:
+        """A rollout of this loop's shapes, uninitialised (the place :meth:`rollout` writes to)."""
         M, B = self.unroll, self.env.num_envs
-        obs = torch.empty(M + 1, *self.obs.shape, dtype=self.obs.dtype)
-        reward, done = torch.empty(M + 1, B), torch.empty(M + 1, B, dtype=torch.bool)
-        action = torch.empty(M, B, dtype=torch.long)
-        logits = torch.empty(M, B, self.agent.num_actions)
-        state0 = self.state
-        for t in range(M + 1):
-            obs[t], reward[t], done[t] = self.obs, self.reward, self.done
-            if t == M:
+        return Rollout(obs=torch.empty(M + 1, *self.obs.shape, dtype=self.obs.dtype),
+                       reward=torch.empty(M + 1, B), done=torch.empty(M + 1, B, dtype=torch.bool),
+                       action=torch.empty(M, B, dtype=torch.long), logits=torch.empty(M, B, self.agent.num_actions),
+                       streams=self.streams.clone(), state=RecurrentState(torch.empty_like(self.state.c)))
+
+    def rollout(self, out: Optional[Rollout] = None) -> tuple[Rollout, list[tuple[float, int]]]:
+        """The next ``unroll`` steps of every env, written into ``out`` (e.g. a shared-memory slot) or a
+        new rollout; also the (return, length) of every episode that ended in them."""
+        r = out if out is not None else self.empty_rollout()
+        r.state.c.copy_(self.state.c)
+        r.streams.copy_(self.streams)
+        for t in range(self.unroll + 1):
+            r.obs[t], r.reward[t], r.done[t] = self.obs, self.reward, self.done
+            if t == self.unroll:
                 break
-            action[t], logits[t], self.state = self.agent.act(self.obs, self.reward, self.done, self.state)
-            o, r, d = self.env.step(action[t].numpy())
-            self.obs, self.reward, self.done = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32), torch.as_tensor(d)
-        return Rollout(obs, reward, done, action, logits, self.streams, state0), self.env.pop_episode_stats()
+            action, logits, self.state = self.agent.act(self.obs, self.reward, self.done, self.state)
+            r.action[t], r.logits[t] = action, logits
+            o, rew, d = self.env.step(action.numpy())
+            self.obs, self.reward, self.done = torch.as_tensor(o), torch.as_tensor(rew, dtype=torch.float32), torch.as_tensor(d)
+        return r, self.env.pop_episode_stats()
 
 
-def _actor_process(k: int, cfg_dict: dict, shared: Agent, out_queue, stop, incarnation: int = 0) -> None:
-    """One actor process: its own envs and a local copy of the weights, refreshed every rollout."""
+def _actor_process(k: int, cfg_dict: dict, shared: Agent, slots: list[Rollout], free, filled, stop,
+                   incarnation: int = 0) -> None:
+    """One actor process: its own envs and a local copy of the weights, refreshed every rollout.
+
+    ``free`` brings the numbers of its slots that the learner has finished with; each filled slot's
+    number goes back through ``filled`` with the episode statistics."""
     from rtrl.rl.envs import make_env
 
     torch.set_num_threads(1)
@@ -62,103 +85,139 @@ def _actor_process(k: int, cfg_dict: dict, shared: Agent, out_queue, stop, incar
     env = make_env(cfg.env, cfg.num_envs, seed=seed)
     local = build_agent(cfg, env)
     loop = ActorLoop(env, local, cfg.unroll, k * cfg.num_envs, seed=seed)
-    while not stop.is_set():
-        local.load_state_dict(shared.state_dict())
-        item = (k, *loop.rollout())
+    try:
         while not stop.is_set():
-            try:
-                out_queue.put(item, timeout=0.5)
-                break
-            except queue_lib.Full:
+            if not free.poll(0.1):
                 continue
-    env.close()
+            slot = free.recv()
+            copy_weights_(local, shared)
+            with torch.no_grad():
+                _, stats = loop.rollout(slots[slot])
+            filled.send((slot, stats))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the learner is gone or stopping
+    finally:
+        env.close()
 
 
 class LocalActors:
-    """K actor processes, a queue, the shared weights; dead actors are restarted."""
+    """K actor processes writing rollouts into shared-memory slots; dead actors are restarted.
 
-    def __init__(self, cfg: TrainConfig, agent: Agent) -> None:
+    ``get(n)`` returns ``n`` rollouts of distinct actors, each actor's in the order it made them, as
+    views of the shared slots: they stay valid until the next ``get`` (which hands those slots
+    back to their actors) or ``close``.
+    """
+
+    def __init__(self, cfg: TrainConfig, agent: Agent, spec: EnvSpec) -> None:
         import torch.multiprocessing as mp
 
-        self.ctx = mp.get_context("spawn")
+        # fork starts an actor in milliseconds (spawn re-imports torch: ~1.5 s a process); actors never
+        # touch CUDA, so a learner on a GPU is no obstacle
+        self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.cfg = dataclasses.asdict(cfg)
-        self.shared = build_agent(cfg, _EnvSpec.of(agent))
-        self.shared.load_state_dict(agent.state_dict())
+        self.num_actors = cfg.num_actors
+        self.shared = build_agent(cfg, spec)
+        copy_weights_(self.shared, agent)
         self.shared.share_memory()
-        self.queue, self.stop = self.ctx.Queue(maxsize=2 * cfg.num_actors), self.ctx.Event()
-        self.procs: list = [None] * cfg.num_actors
-        self.incarnation = [0] * cfg.num_actors
+        M, B = cfg.unroll, cfg.num_envs
+        c = self.shared.initial_state(B, learner=False).c
+        self.slots = [Rollout(obs=torch.zeros(M + 1, B, *spec.obs_shape, dtype=spec.obs_dtype),
+                              reward=torch.zeros(M + 1, B), done=torch.zeros(M + 1, B, dtype=torch.bool),
+                              action=torch.zeros(M, B, dtype=torch.long), logits=torch.zeros(M, B, agent.num_actions),
+                              streams=torch.zeros(B, dtype=torch.long),
+                              state=RecurrentState(torch.zeros_like(c)))
+                      for _ in range(SLOTS_PER_ACTOR * self.num_actors)]
+        for r in self.slots:
+            for t in (r.obs, r.reward, r.done, r.action, r.logits, r.streams, r.state.c):
+                t.share_memory_()
+        self.stop = self.ctx.Event()
+        self.procs: list = [None] * self.num_actors
+        self.free: list = [None] * self.num_actors  # learner's end of each actor's free-slot pipe
+        self.filled: list = [None] * self.num_actors  # learner's end of each actor's filled-slot pipe
+        self.incarnation = [0] * self.num_actors
         self.restarts = 0
-        for k in range(cfg.num_actors):
+        self.held: list[tuple[int, int]] = []  # (actor, slot) handed to the learner, not yet given back
+        self.waiting: dict[int, list] = {k: [] for k in range(self.num_actors)}  # received, not yet taken
+        for k in range(self.num_actors):
             self._spawn(k)
-        self.pending: deque = deque()
 
     def _spawn(self, k: int) -> None:
-        args = (k, self.cfg, self.shared, self.queue, self.stop, self.incarnation[k])
+        free_r, free_w = self.ctx.Pipe(duplex=False)
+        filled_r, filled_w = self.ctx.Pipe(duplex=False)
+        args = (k, self.cfg, self.shared, self.slots, free_r, filled_w, self.stop, self.incarnation[k])
         self.procs[k] = self.ctx.Process(target=_actor_process, args=args, daemon=True)
         self.procs[k].start()
+        free_r.close()
+        filled_w.close()
+        self.free[k], self.filled[k], self.waiting[k] = free_w, filled_r, []
+        held = {slot for j, slot in self.held if j == k}  # the learner may still read these
+        for slot in range(SLOTS_PER_ACTOR * k, SLOTS_PER_ACTOR * (k + 1)):
+            if slot not in held:
+                free_w.send(slot)
 
     def revive(self) -> None:
         """Restart every dead actor. Its streams begin new episodes: the first step of each has
-        ``done = True``, which zeroes that stream's state and RTRL sensitivities in the learner."""
+        ``done = True``, which zeroes that stream's state and RTRL sensitivities in the learner.
+        The rollouts it made before dying are dropped, and its slots given to the new process."""
         for k, p in enumerate(self.procs):
             if not p.is_alive() and not self.stop.is_set():
                 print(f"warning: actor {k} died (exit code {p.exitcode}); restarting it, its streams start "
                       "new episodes", file=sys.stderr, flush=True)
+                self.free[k].close()
+                self.filled[k].close()
                 self.incarnation[k] += 1
                 self.restarts += 1
                 self._spawn(k)
 
+    def _receive(self, k: int) -> None:
+        try:
+            while self.filled[k].poll():
+                self.waiting[k].append(self.filled[k].recv())
+        except (EOFError, OSError):
+            pass  # the actor died; revive() restarts it
+
     def get(self, n: int, timeout_s: float = 120.0) -> tuple[list[Rollout], list]:
-        """``n`` rollouts of distinct actors, each actor's in the order it made them."""
-        batch, actors, stats, deferred = [], set(), [], deque()
-        waited = 0.0
+        """``n`` rollouts of distinct actors, each actor's in the order it made them, and the
+        statistics of the episodes that ended in them. Hands the previous batch's slots back first."""
+        for k, slot in self.held:
+            try:
+                self.free[k].send(slot)  # to actor k's current process, a successor if it died
+            except (BrokenPipeError, OSError):
+                pass  # it died since: its successor gets every slot not held
+        self.held = []
+        batch, stats, taken = [], [], set()
+        deadline = time.monotonic() + timeout_s
         while len(batch) < n:
-            if self.pending:
-                item = self.pending.popleft()
-            else:
-                try:
-                    item = self.queue.get(timeout=1.0)
-                except queue_lib.Empty:
-                    self.revive()
-                    waited += 1.0
-                    if waited > timeout_s:
-                        raise RuntimeError(f"no rollout for {timeout_s:.0f} s although every actor is alive") from None
-                    continue
-                except (ConnectionError, EOFError, OSError) as e:
-                    # a rollout sent by an actor that died before the learner could map its shared
-                    # tensors: drop it; that actor's streams restart with new episodes anyway
-                    print(f"warning: dropped a rollout of a dead actor ({type(e).__name__})", file=sys.stderr)
-                    continue
-            k, r, ep = item
-            if k in actors:
-                deferred.append(item)
-                continue
-            actors.add(k)
-            batch.append(r)
-            stats += ep
-        self.pending.extendleft(reversed(deferred))
-        self.revive()
+            for k in range(self.num_actors):
+                if k not in taken and self.waiting[k] and len(batch) < n:
+                    slot, ep = self.waiting[k].pop(0)
+                    taken.add(k)
+                    batch.append(self.slots[slot])
+                    stats += ep
+                    self.held.append((k, slot))
+            if len(batch) == n:
+                break
+            pending = [k for k in range(self.num_actors) if k not in taken]
+            ready = wait([self.filled[k] for k in pending] + [self.procs[k].sentinel for k in pending], timeout=1.0)
+            for k in pending:
+                if self.filled[k] in ready:
+                    self._receive(k)
+            if any(self.procs[k].sentinel in ready for k in pending):
+                self.revive()
+            if not ready and time.monotonic() > deadline:
+                raise RuntimeError(f"no rollout for {timeout_s:.0f} s although every actor is alive")
         return batch, stats
 
     def publish(self, agent: Agent) -> None:
-        with torch.no_grad():
-            for s, p in zip(self.shared.parameters(), agent.parameters()):
-                s.copy_(p)
+        """Copy the learner's newest weights to where the actors read them."""
+        copy_weights_(self.shared, agent)
 
     def close(self) -> None:
         self.stop.set()
-        for p in self.procs:
+        for k, p in enumerate(self.procs):
+            self.free[k].close()
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
-
-
-@dataclass
-class _EnvSpec:
-    obs_shape: tuple
-    num_actions: int
-
-    @staticmethod
-    def of(agent: Agent) -> "_EnvSpec":
-        return _EnvSpec(agent.obs_shape, agent.num_actions)
+        for f in self.filled:
+            f.close()

@@ -7,6 +7,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
 from rtrl.rl.agent import CORES, STEMS, Agent
 from rtrl.rl.learner import LearnerConfig
 
@@ -138,7 +141,22 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
 MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address")
 
 
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an agent and a rollout buffer need to know of an environment."""
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: torch.dtype  # torch.float32 for vectors, torch.uint8 for pixels
+    num_actions: int
+
+    @staticmethod
+    def of(env) -> "EnvSpec":
+        """The spec of a ``VecEnv``."""
+        return EnvSpec(tuple(env.obs_shape), torch.from_numpy(np.zeros(0, env.obs_dtype)).dtype, env.num_actions)
+
+
 def build_agent(cfg: TrainConfig, env) -> Agent:
+    """The agent ``cfg`` describes for ``env`` (a ``VecEnv`` or an :class:`EnvSpec`), on the CPU."""
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
                   cfg.stem)
     if cfg.freeze_stem:

@@ -42,7 +42,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
     """Train an agent with R2AC; returns the final statistics (also in ``run_dir``)."""
     from rtrl.rl.envs import make_env
 
-    agent = start_training(cfg)
+    agent, spec = start_training(cfg)
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
     run = open_run(cfg, run_dir, resume)
     book = RunBook(cfg, run, resume, "r2ac", dict(agent=agent, learner=learner))
@@ -58,7 +58,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
 
             actors = RayActors(actor_cfg, agent)
         else:
-            actors = LocalActors(actor_cfg, agent)
+            actors = LocalActors(actor_cfg, agent, spec)
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")

@@ -255,7 +255,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     from rtrl.rl.envs import make_env
     from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
 
-    agent = start_training(cfg)
+    agent, _ = start_training(cfg)
     ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)
     run = open_run(cfg, run_dir, resume)
     book = RunBook(cfg, run, resume, "ppo", dict(agent=agent, ppo=ppo))

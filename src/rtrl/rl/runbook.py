@@ -16,7 +16,7 @@ import torch
 
 from rtrl.rl.actors import ActorLoop
 from rtrl.rl.agent import Agent
-from rtrl.rl.config import CHECKPOINT_KIND, MAY_CHANGE, TrainConfig, build_agent
+from rtrl.rl.config import CHECKPOINT_KIND, MAY_CHANGE, EnvSpec, TrainConfig, build_agent
 from rtrl.runs import Run, RunError, load_checkpoint
 
 
@@ -79,10 +79,10 @@ class RunBook:
             self.save()
 
 
-def start_training(cfg: TrainConfig) -> Agent:
+def start_training(cfg: TrainConfig) -> tuple[Agent, EnvSpec]:
     """What every training run does first: validate ``cfg``, set threads and the seed, build the
-    agent for ``cfg.env`` and load ``cfg.load_stem`` (a resumed run then overwrites the weights
-    with its own checkpoint)."""
+    agent for ``cfg.env`` (on the CPU) and load ``cfg.load_stem`` (a resumed run then overwrites the
+    weights with its own checkpoint). Returns the agent and the environment's spec."""
     from rtrl.rl.envs import make_env
 
     cfg.validate()
@@ -90,11 +90,12 @@ def start_training(cfg: TrainConfig) -> Agent:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     probe = make_env(cfg.env, 1, seed=cfg.seed)
-    agent = build_agent(cfg, probe)
+    spec = EnvSpec.of(probe)
     probe.close()
+    agent = build_agent(cfg, spec)
     if cfg.load_stem:
         load_stem(agent, cfg.load_stem)
-    return agent
+    return agent, spec
 
 
 def load_stem(agent: Agent, source: str | Path) -> None:
