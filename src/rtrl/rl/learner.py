@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
+from rtrl.rl.optim import make_optimizer
 from rtrl.rl.vtrace import actor_critic_loss
 
 
@@ -83,16 +84,8 @@ class Learner:
 
     def __init__(self, agent: Agent, cfg: LearnerConfig, num_streams: int) -> None:
         self.agent, self.cfg, self.num_streams = agent, cfg, num_streams
-        params = list(agent.parameters())
-        if cfg.optimizer == "rmsprop":
-            self.opt = torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha)
-        elif cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=cfg.lr)
-        else:
-            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'rmsprop' or 'adam'")
-        total = cfg.total_updates
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda u: max(0.0, 1 - u / total) if total > 0 else 1.0)
+        self.opt = make_optimizer(cfg.optimizer, agent.parameters(), cfg.lr, cfg.total_updates,
+                                  rms_alpha=cfg.rms_alpha, rms_eps=cfg.rms_eps)
         self.updates = 0
         self.skipped = 0
         self.bank: Optional[RecurrentState] = agent.initial_state(num_streams) if agent.carries_sensitivities else None
@@ -116,7 +109,7 @@ class Learner:
         if agent.core_name == "bptt-elstm" and not (r.done[0].all() and r.done[M].all()):
             raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
                              "exactly one episode; set --unroll to the (fixed) episode length")
-        state0 = self.bank.map(lambda t: t[r.streams]) if self.bank is not None else r.state.detach()
+        state0 = self._gather(r.streams) if self.bank is not None else r.state.detach()
         logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0)
         with torch.no_grad():  # the bootstrap V(obs[M]) is a target: no gradient, no sensitivities
             _, v_boot, _ = agent(r.obs[M:], r.reward[M:], r.done[M:], RecurrentState(state.c.detach()))
@@ -130,7 +123,7 @@ class Learner:
             self.skipped += 1
             raise NonFiniteError(f"non-finite loss ({losses.total.item()}) at update {self.updates}: "
                                  "update skipped, weights kept")
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         losses.total.backward()
         stats = dict(loss=losses.total.item(), policy_loss=losses.policy.item(), value_loss=losses.value.item(),
                      entropy_loss=losses.entropy.item(), mean_value=values.mean().item())
@@ -140,31 +133,54 @@ class Learner:
         """Clip, check and apply the gradients from ``backward``; store each stream's new state."""
         grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
         if not math.isfinite(grad_norm.item()):
-            self.opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad()
             self.skipped += 1
             raise NonFiniteError(f"non-finite gradient norm at update {self.updates}: update skipped, weights kept")
         self.opt.step()
-        self.sched.step()
+        self.opt.advance()
         self.updates += 1
         if self.bank is not None:  # the carried-out (c_M, S_M) of every stream in this rollout
-            for bank_t, new_t in zip(_leaves(self.bank), _leaves(state)):
-                bank_t[r.streams] = new_t.detach()
-        stats.update(grad_norm=grad_norm.item(), lr=self.opt.param_groups[0]["lr"])
+            self._scatter(r.streams, state.detach())
+        stats.update(grad_norm=grad_norm.item(), lr=self.opt.lr)
+
+    def _gather(self, streams: Tensor) -> RecurrentState:
+        """The banked state of ``streams``: a view when they are a run of consecutive ids (one
+        actor's rollout, the usual case), a copy otherwise."""
+        span = _span(streams)
+        return self.bank.map(lambda t: t[span] if span is not None else t[streams])
+
+    def _scatter(self, streams: Tensor, state: RecurrentState) -> None:
+        """Store ``state`` as the banked state of ``streams``. A rollout of every stream in order
+        (a synchronous actor) replaces the bank without a copy."""
+        span = _span(streams)
+        if span == slice(0, self.num_streams):
+            self.bank = state
+            return
+        for bank_t, new_t in zip(_leaves(self.bank), _leaves(state)):
+            if span is not None:
+                bank_t[span] = new_t
+            else:
+                bank_t[streams] = new_t
 
     def state_dict(self) -> dict:
-        d = dict(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), updates=self.updates,
+        d = dict(optimizer=self.opt.state_dict(), updates=self.updates,
                  skipped=self.skipped)
         if self.bank is not None:
             d["bank"] = list(_leaves(self.bank))
         return d
 
     def load_state_dict(self, d: dict) -> None:
-        self.opt.load_state_dict(d["optimizer"])
-        self.sched.load_state_dict(d["scheduler"])
+        self.opt.load_state_dict(d["optimizer"], d.get("scheduler"))
         self.updates, self.skipped = int(d["updates"]), int(d["skipped"])
         if self.bank is not None and "bank" in d:
             for bank_t, saved in zip(_leaves(self.bank), d["bank"]):
                 bank_t.copy_(saved)
+
+
+def _span(streams: Tensor) -> Optional[slice]:
+    """``slice(a, a + B)`` when ``streams`` are the consecutive ids ``a .. a+B-1``, else ``None``."""
+    first = int(streams[0])
+    return slice(first, first + len(streams)) if torch.equal(streams, torch.arange(first, first + len(streams))) else None
 
 
 def _leaves(state: RecurrentState) -> list[Tensor]:

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
 from rtrl.rl.learner import NonFiniteError
+from rtrl.rl.optim import make_optimizer
 from rtrl.utils import ProgressBar
 
 
@@ -152,14 +153,9 @@ class PPO:
     def __init__(self, agent: Agent, cfg, total_updates: int = 0) -> None:
         self.agent, self.cfg = agent, cfg
         params = [p for p in agent.parameters() if p.requires_grad]
-        if cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)  # eps 1e-5: the usual PPO setting
-        elif cfg.optimizer == "rmsprop":
-            self.opt = torch.optim.RMSprop(params, lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha)
-        else:
-            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'rmsprop'")
-        self.sched = torch.optim.lr_scheduler.LambdaLR(  # linear decay to 0, stepped once per iteration
-            self.opt, lambda u: max(0.0, 1 - u / total_updates) if total_updates > 0 else 1.0)
+        # Adam's eps 1e-5: the usual PPO setting; the learning rate decays linearly, once per iteration
+        self.opt = make_optimizer(cfg.optimizer, params, cfg.lr, total_updates, rms_alpha=cfg.rms_alpha,
+                                  rms_eps=cfg.rms_eps, adam_eps=1e-5)
         self.updates = 0  # iterations (one per rollout)
         self.skipped = 0
 
@@ -214,13 +210,13 @@ class PPO:
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(B).chunk(cfg.ppo_minibatches):
                 loss, stats = self.loss(seg.envs(idx), adv[:, idx], ret[:, idx])
-                self.opt.zero_grad(set_to_none=True)
+                self.opt.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
                 if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                     agent.load_state_dict(backup[0])
                     self.opt.load_state_dict(backup[1])
-                    self.opt.zero_grad(set_to_none=True)
+                    self.opt.zero_grad()
                     self.skipped += 1
                     raise NonFiniteError(f"non-finite loss or gradient at update {self.updates}: "
                                          "update skipped, weights kept")
@@ -228,8 +224,8 @@ class PPO:
                 for k, v in dict(stats, grad_norm=grad_norm).items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 n += 1
-        lr = self.opt.param_groups[0]["lr"]
-        self.sched.step()
+        lr = self.opt.lr
+        self.opt.advance()  # the schedule counts iterations, not minibatch steps
         self.updates += 1
         with torch.no_grad():  # the carry: c_T (and S_T for RTRL) under the final weights
             _, _, carried = agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
@@ -240,12 +236,11 @@ class PPO:
         return out, carried.detach()
 
     def state_dict(self) -> dict:
-        return dict(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), updates=self.updates,
+        return dict(optimizer=self.opt.state_dict(), updates=self.updates,
                     skipped=self.skipped)
 
     def load_state_dict(self, d: dict) -> None:
-        self.opt.load_state_dict(d["optimizer"])
-        self.sched.load_state_dict(d["scheduler"])
+        self.opt.load_state_dict(d["optimizer"], d.get("scheduler"))
         self.updates, self.skipped = int(d["updates"]), int(d["skipped"])
 
 
