@@ -209,9 +209,9 @@ class Agent(nn.Module):
         sens = learner and self.carries_sensitivities
         return self.core.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
 
-    def forward(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
-        """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool ->
-        ``logits (T, B, A)``, ``values (T, B)``, state after the segment."""
+    def features(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
+        """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool -> the core's
+        output ``y (T, B, H)`` that both heads read, and the state after the segment."""
         T, B = obs.shape[:2]
         if tuple(obs.shape[2:]) != self.obs_shape:
             raise ValueError(f"observations of shape {tuple(obs.shape[2:])} given to an agent built for {self.obs_shape}")
@@ -219,13 +219,23 @@ class Agent(nn.Module):
         # the reward that arrived with an episode's first observation belongs to the previous episode
         r = prev_reward.clamp(-1, 1).to(feats.dtype).masked_fill(reset, 0.0)
         x = torch.cat((feats, r[..., None]), -1)
-        y, state = self.core(x, state, reset)
+        return self.core(x, state, reset)
+
+    def forward(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
+        """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool ->
+        ``logits (T, B, A)``, ``values (T, B)``, state after the segment."""
+        y, state = self.features(obs, prev_reward, reset, state)
         return self.policy(y), self.value(y).squeeze(-1), state
 
     @torch.no_grad()
     def act(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState, greedy: bool = False):
-        """One step for ``B`` streams: ``obs (B, ...)`` -> ``action (B,)``, ``logits (B, A)``, state."""
-        logits, _, state = self(obs[None], prev_reward[None], reset[None], state)
-        logits = logits[0]
-        action = logits.argmax(-1) if greedy else torch.multinomial(F.softmax(logits, -1), 1).squeeze(-1)
-        return action, logits, state
+        """One step for ``B`` streams: ``obs (B, ...)`` -> ``action (B,)``, ``logits (B, A)``, state.
+
+        The value head is not run. Sampling is Gumbel-max: ``argmax(logits + g)`` with ``g`` standard
+        Gumbel noise is a draw from ``softmax(logits)``, without normalising (cheaper than multinomial)."""
+        y, state = self.features(obs[None], prev_reward[None], reset[None], state)
+        logits = self.policy(y[0])
+        if greedy:
+            return logits.argmax(-1), logits, state
+        gumbel = torch.rand_like(logits).log_().neg_().log_().neg_()
+        return (logits + gumbel).argmax(-1), logits, state
