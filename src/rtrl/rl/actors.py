@@ -71,6 +71,36 @@ class ActorLoop:
         return r, self.env.pop_episode_stats()
 
 
+class InProcessActor:
+    """The synchronous backend (``num_actors = 0``): one :class:`ActorLoop` in the learner's process,
+    acting with the learner's agent, or with a CPU copy of it when the learner is on a GPU."""
+
+    restarts = 0
+
+    def __init__(self, cfg: TrainConfig, agent: Agent, spec: EnvSpec, seed: int) -> None:
+        from rtrl.rl.envs import make_env
+
+        self.env = make_env(cfg.env, cfg.num_envs, seed=seed)
+        self.agent = agent
+        if agent.policy.weight.device.type != "cpu":
+            self.agent = build_agent(cfg, spec)
+            copy_weights_(self.agent, agent)
+        self.loop = ActorLoop(self.env, self.agent, cfg.unroll, 0, seed)
+
+    def get(self, n: int = 1) -> tuple[list[Rollout], list]:
+        """The next rollout of every stream (``n`` must be 1) and the episodes that ended in it."""
+        with torch.no_grad():
+            r, stats = self.loop.rollout()
+        return [r], stats
+
+    def publish(self, agent: Agent) -> None:
+        if self.agent is not agent:
+            copy_weights_(self.agent, agent)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def _actor_process(k: int, cfg_dict: dict, shared: Agent, slots: list[Rollout], free, filled, stop,
                    incarnation: int = 0) -> None:
     """One actor process: its own envs and a local copy of the weights, refreshed every rollout.

@@ -12,6 +12,7 @@ import torch
 
 from rtrl.rl.agent import CORES, STEMS, Agent
 from rtrl.rl.learner import LearnerConfig
+from rtrl.utils import resolve_device
 
 ALGOS = ("impala", "ppo")  # R2AC (IMPALA + V-trace) or PPO; both with any core
 CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo"}
@@ -46,6 +47,7 @@ class TrainConfig:
     log_every: int = 20  # updates
     eval_episodes: int = 100
     threads: int = 1  # torch threads of the learner process (0 = torch's default); small models run best on 1
+    device: str = "auto"  # the learner's: "auto" (CUDA when present), "cpu", "cuda", "cuda:<i>"; actors act on the CPU
     load_stem: str = ""  # a run folder or checkpoint whose stem (encoder) initialises this agent's
     freeze_stem: bool = False  # keep the stem fixed (the paper's DMLab recipe: pretrain with TBPTT, freeze)
     backend: str = "local"  # actors as local processes ("local") or Ray actors ("ray"); with num_actors >= 1
@@ -76,6 +78,7 @@ class TrainConfig:
             raise ValueError(f"unknown backend {self.backend!r}; choose 'local' or 'ray'")
         if self.backend == "ray" and self.num_actors < 1:
             raise ValueError("--backend ray needs --num-actors >= 1")
+        resolve_device(self.device)  # an unknown name, or CUDA where there is none, fails here
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.num_actors < 0:
@@ -138,7 +141,8 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
     PRESETS[f"atari-{_game}"] = dataclasses.replace(PRESETS["paper"], env=f"ALE/{_game}-v5", hidden_size=256,
                                                     unroll=50, total_frames=200_000_000, eval_episodes=30)
 
-MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address")
+MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address",
+              "device")  # a run started on a GPU resumes on a CPU, and the other way
 
 
 @dataclass(frozen=True)

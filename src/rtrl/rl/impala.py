@@ -2,8 +2,11 @@
 
 Two ways to run the actors, same learner (:mod:`rtrl.rl.actors`, :mod:`rtrl.rl.ray_actors`):
 ``num_actors = 0`` steps the envs synchronously in this process (debugging, tests, tiny tasks);
-``num_actors = K`` runs K actor processes (or Ray actors) that feed a queue; the learner updates
-the weights and publishes them after every step.
+``num_actors = K`` runs K actor processes (or Ray actors) that act while the learner learns; the
+learner publishes its weights after every update. The learner (its agent, optimiser and the
+per-stream RTRL bank) lives on ``cfg.device``; actors always act on the CPU, with a copy of the
+weights refreshed before each rollout: at these model sizes a CPU step per environment step is
+cheaper than a round trip to a GPU, and it keeps the GPU for the learner.
 
 Resuming (``resume=True``) restores the weights, optimiser, schedule, counters, RNG and the
 per-stream RTRL state; environments cannot be checkpointed, so every stream starts a new episode
@@ -21,12 +24,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rtrl.rl.actors import ActorLoop, LocalActors
+from rtrl.rl.actors import InProcessActor, LocalActors
 from rtrl.rl.config import TrainConfig
 from rtrl.rl.learner import Learner, NonFiniteError, Rollout
 from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
 from rtrl.state import RecurrentState
-from rtrl.utils import ProgressBar
+from rtrl.utils import ProgressBar, resolve_device
 
 
 def _cat_rollouts(rs: list[Rollout]) -> Rollout:
@@ -40,17 +43,14 @@ def _cat_rollouts(rs: list[Rollout]) -> Rollout:
 def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool = False,
           progress: bool = True) -> dict:
     """Train an agent with R2AC; returns the final statistics (also in ``run_dir``)."""
-    from rtrl.rl.envs import make_env
-
     agent, spec = start_training(cfg)
+    agent.to(resolve_device(cfg.device))  # the learner's copy; actors act with CPU copies
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
     run = open_run(cfg, run_dir, resume)
     book = RunBook(cfg, run, resume, "r2ac", dict(agent=agent, learner=learner))
     counters, env_seed = book.counters, book.env_seed
     if cfg.num_actors == 0:
-        env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
-        actor = ActorLoop(env, agent, cfg.unroll, 0, env_seed)
-        actors = None
+        actors = InProcessActor(cfg, agent, spec, env_seed)
     else:
         actor_cfg = dataclasses.replace(cfg, seed=cfg.seed + counters["restarts"])
         if cfg.backend == "ray":
@@ -65,12 +65,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
 
     try:
         while counters["frames"] < cfg.total_frames:
-            if actors is None:
-                with torch.no_grad():
-                    r, ep = actor.rollout()
-                rs = [r]
-            else:
-                rs, ep = actors.get(cfg.batch_rollouts)
+            rs, ep = actors.get(cfg.batch_rollouts)
             returns.extend(ret for ret, _ in ep)
             counters["episodes"] += len(ep)
             rollout = _cat_rollouts(rs)
@@ -81,8 +76,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
                 if learner.skipped > 100:
                     raise
                 continue
-            if actors is not None:
-                actors.publish(agent)
+            actors.publish(agent)
             frames = rollout.length * rollout.streams.numel()
             mean_ret = float(np.mean(returns)) if returns else float("nan")
             book.after_update(learner.updates, frames, mean_ret, stats)
@@ -92,13 +86,10 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
         raise
     finally:
         bar.close()
-        if actors is not None:
-            actors.close()
-        else:
-            env.close()
+        actors.close()
     result = dict(env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed, frames=counters["frames"],
                   updates=learner.updates, skipped_updates=learner.skipped,
-                  actor_restarts=actors.restarts if actors is not None else 0,
+                  actor_restarts=actors.restarts,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
                   wall_s=round(book.elapsed(), 1))
     return finish_run(run, cfg, result)

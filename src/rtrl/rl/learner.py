@@ -43,6 +43,14 @@ class Rollout:
     def length(self) -> int:
         return self.action.shape[0]
 
+    def to(self, device: torch.device) -> "Rollout":
+        """The same rollout on ``device`` (itself if it is there already)."""
+        if self.obs.device == device:
+            return self
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Rollout(move(self.obs), move(self.reward), move(self.done), move(self.action), move(self.logits),
+                       move(self.streams), self.state.map(move))
+
     def check(self, num_streams: int) -> None:
         M, B = self.action.shape
         if M < 1:
@@ -84,6 +92,7 @@ class Learner:
 
     def __init__(self, agent: Agent, cfg: LearnerConfig, num_streams: int) -> None:
         self.agent, self.cfg, self.num_streams = agent, cfg, num_streams
+        self.device = agent.policy.weight.device  # the learner works where the agent's weights are
         self.opt = make_optimizer(cfg.optimizer, agent.parameters(), cfg.lr, cfg.total_updates,
                                   rms_alpha=cfg.rms_alpha, rms_eps=cfg.rms_eps)
         self.updates = 0
@@ -105,6 +114,7 @@ class Learner:
         """Loss of a rollout and its gradients in ``.grad`` (exact RTRL ones for an RTRL core);
         returns the statistics and the state after the segment (not stored yet)."""
         r.check(self.num_streams)
+        r = r.to(self.device)
         cfg, agent, M = self.cfg, self.agent, r.length
         if agent.core_name == "bptt-elstm" and not (r.done[0].all() and r.done[M].all()):
             raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
@@ -180,7 +190,8 @@ class Learner:
 def _span(streams: Tensor) -> Optional[slice]:
     """``slice(a, a + B)`` when ``streams`` are the consecutive ids ``a .. a+B-1``, else ``None``."""
     first = int(streams[0])
-    return slice(first, first + len(streams)) if torch.equal(streams, torch.arange(first, first + len(streams))) else None
+    consecutive = torch.arange(first, first + len(streams), device=streams.device)
+    return slice(first, first + len(streams)) if torch.equal(streams, consecutive) else None
 
 
 def _leaves(state: RecurrentState) -> list[Tensor]:

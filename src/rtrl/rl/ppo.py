@@ -61,7 +61,7 @@ from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
 from rtrl.rl.learner import NonFiniteError
 from rtrl.rl.optim import make_optimizer
-from rtrl.utils import ProgressBar
+from rtrl.utils import ProgressBar, copy_weights_, resolve_device
 
 
 @dataclass
@@ -80,6 +80,14 @@ class Segment:
     def length(self) -> int:
         return self.action.shape[0]
 
+    def to(self, device: torch.device) -> "Segment":
+        """The same segment on ``device`` (itself if it is there already)."""
+        if self.obs.device == device:
+            return self
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Segment(move(self.obs), move(self.reward), move(self.done), move(self.action), move(self.logprob),
+                       move(self.value), self.state.map(move))
+
     def envs(self, idx: Tensor) -> "Segment":
         """The same segment for the envs ``idx`` only (their whole time range)."""
         return Segment(self.obs[:, idx], self.reward[:, idx], self.done[:, idx], self.action[:, idx],
@@ -90,11 +98,14 @@ class Collector:
     """Steps a ``VecEnv`` with the agent's sampling policy and cuts segments of ``unroll`` steps.
 
     ``state`` is the learner-side state before the next segment (with sensitivities for an RTRL
-    core); the actor acts from its ``c`` alone, on the cheap inference path.
+    core), on the learner's device; the actor acts from its ``c`` alone, on the cheap inference
+    path, on the CPU: with ``agent`` itself, or with ``actor``, a CPU copy of it (see :meth:`publish`).
     """
 
-    def __init__(self, env, agent: Agent, unroll: int, seed: int) -> None:
-        self.env, self.agent, self.unroll = env, agent, unroll
+    def __init__(self, env, agent: Agent, unroll: int, seed: int, actor: Optional[Agent] = None) -> None:
+        self.env, self.unroll = env, unroll
+        self.agent = actor if actor is not None else agent
+        self.learner_agent = agent
         B = env.num_envs
         self.obs = torch.as_tensor(env.reset(seed))
         self.reward = torch.zeros(B)
@@ -109,7 +120,7 @@ class Collector:
         reward, done = torch.empty(T + 1, B), torch.empty(T + 1, B, dtype=torch.bool)
         action, logprob = torch.empty(T, B, dtype=torch.long), torch.empty(T, B, dtype=dtype)
         value = torch.empty(T + 1, B, dtype=dtype)
-        actor_state = RecurrentState(self.state.c)
+        actor_state = RecurrentState(self.state.c.to(self.agent.policy.weight.device))
         for t in range(T + 1):
             obs[t], reward[t], done[t] = self.obs, self.reward, self.done
             logits, v, actor_state = self.agent(self.obs[None], self.reward[None], self.done[None], actor_state)
@@ -123,6 +134,11 @@ class Collector:
             self.obs, self.reward = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32)
             self.done = torch.as_tensor(d)
         return Segment(obs, reward, done, action, logprob, value, self.state), self.env.pop_episode_stats()
+
+    def publish(self, agent: Agent) -> None:
+        """Give the acting copy the learner's newest weights (nothing to do when they are one agent)."""
+        if self.agent is not agent:
+            copy_weights_(self.agent, agent)
 
 
 @torch.no_grad()
@@ -156,6 +172,7 @@ class PPO:
         # Adam's eps 1e-5: the usual PPO setting; the learning rate decays linearly, once per iteration
         self.opt = make_optimizer(cfg.optimizer, params, cfg.lr, total_updates, rms_alpha=cfg.rms_alpha,
                                   rms_eps=cfg.rms_eps, adam_eps=1e-5)
+        self.device = agent.policy.weight.device
         self.updates = 0  # iterations (one per rollout)
         self.skipped = 0
 
@@ -191,6 +208,7 @@ class PPO:
         """All epochs on one segment; returns the statistics and the state to carry (see step 4
         in the module docstring). On NaN/Inf the weights and optimiser are restored to what they
         were before this segment and ``NonFiniteError`` is raised."""
+        seg = seg.to(self.device)
         cfg, agent, T, B = self.cfg, self.agent, seg.length, seg.action.shape[1]
         if agent.core_name == "bptt-elstm" and not (seg.done[0].all() and seg.done[T].all()):
             raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
@@ -248,15 +266,22 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
     evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
     from rtrl.rl.envs import make_env
+    from rtrl.rl.config import build_agent
     from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
 
-    agent, _ = start_training(cfg)
+    agent, spec = start_training(cfg)
+    actor = None
+    device = resolve_device(cfg.device)
+    if device.type != "cpu":  # the learner's weights go to the device; a CPU copy acts
+        actor = build_agent(cfg, spec)
+        agent.to(device)
     ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)
     run = open_run(cfg, run_dir, resume)
     book = RunBook(cfg, run, resume, "ppo", dict(agent=agent, ppo=ppo))
     counters, env_seed = book.counters, book.env_seed
     env = make_env(cfg.env, cfg.num_envs, seed=env_seed)
-    collector = Collector(env, agent, cfg.unroll, env_seed)
+    collector = Collector(env, agent, cfg.unroll, env_seed, actor)
+    collector.publish(agent)  # the acting copy starts from the (possibly resumed) weights
 
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
@@ -273,9 +298,11 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
                 if ppo.skipped > 100:
                     raise
                 with torch.no_grad():
+                    seg = seg.to(device)
                     carried = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
                 collector.state = carried.map(lambda t: torch.nan_to_num(t, 0.0, 0.0, 0.0))
                 continue
+            collector.publish(agent)
             frames = seg.length * cfg.num_envs
             mean_ret = float(np.mean(returns)) if returns else float("nan")
             book.after_update(ppo.updates, frames, mean_ret, stats)

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 import rtrl.nn
 from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.nn import ELSTM
-from rtrl.utils import ProgressBar
+from rtrl.utils import ProgressBar, resolve_device
 from rtrl.runs import Run, RunError
 
 COPY, IGNORE = 2, -100
@@ -69,6 +69,7 @@ class CopyConfig:
     test_size: int = 1000
     seed: int = 0
     data_seed: int = 42
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:<i>"
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -84,6 +85,7 @@ class CopyConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        resolve_device(self.device)
 
     @property
     def seq_len(self) -> int:
@@ -138,7 +140,7 @@ class CopyModel(nn.Module):
 
     def initial_state(self, batch_size: int, inference: bool = False):
         if self.method == "lstm":
-            z = torch.zeros(1, batch_size, self.core.hidden_size)
+            z = torch.zeros(1, batch_size, self.core.hidden_size, device=self.head.weight.device)
             return (z, z.clone())
         if self.method in DENSE_ONLINE:
             return self.core.initial_state(batch_size, sensitivities=not inference)
@@ -205,14 +207,15 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
     if cfg.params > 0:  # recorded in the run's config, so a resumed run checks the same size
         cfg = dataclasses.replace(cfg, hidden_size=hidden_size_for(cfg.method, cfg.params, cfg.cell))
     torch.manual_seed(cfg.seed)
-    model = CopyModel(cfg.method, cfg.hidden_size, cfg.cell)
+    device = resolve_device(cfg.device)
+    model = CopyModel(cfg.method, cfg.hidden_size, cfg.cell).to(device)  # initialised on the CPU: same on any device
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     train_gen = torch.Generator().manual_seed(cfg.data_seed)
-    valid = make_split(cfg.level, cfg.valid_size, cfg.data_seed + 1)
-    test = make_split(cfg.level, cfg.test_size, cfg.data_seed + 2)
+    valid = [t.to(device) for t in make_split(cfg.level, cfg.valid_size, cfg.data_seed + 1)]
+    test = [t.to(device) for t in make_split(cfg.level, cfg.test_size, cfg.data_seed + 2)]
     run = None
     if run_dir is not None:
-        run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("max_sequences",),
+        run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=("max_sequences", "device"),
                   defaults=dataclasses.asdict(CopyConfig()))
     counters = dict(sequences=0, updates=0, batches=0, best_acc=-1.0, solved_at=-1, wall=0.0)
     if run is not None and resume:
@@ -228,7 +231,7 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
     t_start, done = time.perf_counter() - counters["wall"], False
     recent_loss, acc = float("nan"), max(counters["best_acc"], 0.0)
     while counters["sequences"] < cfg.max_sequences and not done:
-        tokens, targets = make_batch(cfg.level, cfg.batch_size, train_gen)
+        tokens, targets = (t.to(device) for t in make_batch(cfg.level, cfg.batch_size, train_gen))
         state, batch_loss = model.initial_state(cfg.batch_size), 0.0
         for t0 in range(0, cfg.seq_len, cfg.span):
             tok, tgt = tokens[t0 : t0 + cfg.span], targets[t0 : t0 + cfg.span]
