@@ -85,7 +85,7 @@ def test_corrupt_or_foreign_checkpoint(tmp_path):
             return (print, ("code ran",))
 
     torch.save({"format": "rtrl-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(RunError, match="corrupt or not a safe"):
+    with pytest.raises(RunError, match="not a safe rtrl checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
 
 
@@ -146,7 +146,9 @@ def test_bad_configs(kw, match):
 
 def test_resume_accepts_options_added_later_only_at_their_default(tmp_path):
     """A run folder from an older version lacks newer config keys: at their default they resume."""
-    Run(tmp_path / "run", {"lr": 1.0}, tensorboard=False).close()
+    first = Run(tmp_path / "run", {"lr": 1.0}, tensorboard=False)
+    first.save({"step": 0}, "copy")  # --resume needs a checkpoint
+    first.close()
     defaults = {"lr": 1.0, "cell": "elstm"}
     Run(tmp_path / "run", {"lr": 1.0, "cell": "elstm"}, resume=True, tensorboard=False, defaults=defaults).close()
     Run(tmp_path / "run2", {"lr": 1.0}, tensorboard=False).close()

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from rtrl.runs import RunError
+from rtrl.runs import RunError, describe_os_error
 from rtrl.utils import tune_cpu_allocator
 
 
@@ -136,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
-    except (ValueError, RunError, FloatingPointError, FileNotFoundError, ImportError) as e:
+    except (ValueError, RunError, FloatingPointError, ImportError) as e:
         print(f"rtrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a folder nobody may write, a missing file: one line, no traceback
+        print(f"rtrl {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with --resume", file=sys.stderr)

@@ -17,7 +17,7 @@ import torch
 from rtrl.rl.actors import ActorLoop
 from rtrl.rl.agent import Agent
 from rtrl.rl.config import CHECKPOINT_KIND, MAY_CHANGE, EnvSpec, TrainConfig, build_agent
-from rtrl.runs import Run, RunError, load_checkpoint
+from rtrl.runs import Run, RunError, load_checkpoint, load_newest
 
 
 class RunBook:
@@ -32,13 +32,18 @@ class RunBook:
     def __init__(self, cfg: TrainConfig, run: Optional[Run], resume: bool, kind: str, modules: dict) -> None:
         self.cfg, self.run, self.kind, self.modules = cfg, run, kind, modules
         self.counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
-        ckpt = run.latest(kind) if run is not None and resume else None
-        if ckpt is not None:
-            for key, module in modules.items():
-                module.load_state_dict(ckpt[key])
-            torch.set_rng_state(ckpt["torch_rng"])
-            self.counters.update(ckpt["counters"])
-            self.counters["restarts"] += 1
+        try:
+            ckpt = run.latest(kind) if run is not None and resume else None
+            if ckpt is not None:
+                for key, module in modules.items():
+                    module.load_state_dict(ckpt[key])
+                torch.set_rng_state(ckpt["torch_rng"])
+                self.counters.update(ckpt["counters"])
+                self.counters["restarts"] += 1
+        except BaseException:
+            if run is not None:
+                run.close()  # free the run folder now: the caller never gets the chance
+            raise
         self._start = time.perf_counter() - self.counters["wall"]
         self._frames, self._t = self.counters["frames"], time.perf_counter()
 
@@ -101,9 +106,7 @@ def start_training(cfg: TrainConfig) -> tuple[Agent, EnvSpec]:
 def load_stem(agent: Agent, source: str | Path) -> None:
     """Copy the stem's weights from a run folder (its latest checkpoint) or a checkpoint file."""
     path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoints" / "latest.pt"
-    saved = load_checkpoint(path)
+    saved = load_newest(path / "checkpoints") if path.is_dir() else load_checkpoint(path)
     if saved.get("kind") not in CHECKPOINT_KIND.values():
         raise RunError(f"{path} is a {saved.get('kind')!r} checkpoint, not a trained agent's")
     saved = saved["agent"]
@@ -165,7 +168,9 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "la
     if not cfg_file.is_file():
         raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
     cfg = TrainConfig(**json.loads(cfg_file.read_text()))
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", CHECKPOINT_KIND.get(cfg.algo))
+    kind = CHECKPOINT_KIND.get(cfg.algo)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", kind) if checkpoint != "latest" \
+        else load_newest(run_dir / "checkpoints", kind)
     probe = make_env(cfg.env, 1, seed=0)
     agent = build_agent(cfg, probe)
     probe.close()

@@ -1,0 +1,211 @@
+"""Run folders that survive what users do: one writer at a time, a ``--resume`` that refuses what it
+cannot continue, the last checkpoints kept with a fallback, temp files of dead saves cleaned, and one-line errors for file-system faults (a file
+where a folder should be, a folder nobody may write, a full disk). Real files and real faults."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtrl.cli import main
+from rtrl.runs import Run, RunError, load_checkpoint
+
+# R2AC on Recall, 160 frames an update; a log row and a checkpoint after every update
+ARGS = ["--total-frames", "320", "--eval-episodes", "0", "--log-every", "1", "--checkpoint-every", "1",
+        "--no-progress"]
+
+
+def train_cli(run: Path, *extra: str) -> int:
+    return main(["train", "--run-dir", str(run), *ARGS, *extra])  # later flags win over ARGS
+
+
+def error_line(err: str, command: str) -> str:
+    """The CLI's one error line (``rtrl <command>: error: ...``); never a traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"rtrl {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def steps(run: Path) -> list[int]:
+    with open(run / "metrics.csv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def test_resume_refuses_a_folder_that_does_not_exist(tmp_path, capsys):
+    assert train_cli(tmp_path / "typo", "--resume") == 2
+    line = error_line(capsys.readouterr().err, "train")
+    assert "does not exist" in line and "without --resume" in line
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_run_that_died_before_its_first_checkpoint_can_be_retried_not_resumed(tmp_path, capsys):
+    run = tmp_path / "run"
+    diverging = ["--lr", "1e20", "--total-frames", "3200", "--checkpoint-every", "200"]
+    assert train_cli(run, *diverging) == 2  # dies at its second update, long before a checkpoint
+    capsys.readouterr()
+    assert train_cli(run, *diverging, "--resume") == 2  # nothing to resume: it must not start from zero
+    line = error_line(capsys.readouterr().err, "train")
+    assert "no checkpoint" in line and "without --resume" in line
+    assert train_cli(run) == 0  # the retry with a sane --lr starts the run over
+    assert steps(run) == [160, 320]  # nothing of the dead attempt is left in the metrics
+
+
+def test_deleting_a_corrupt_checkpoint_does_not_make_resume_restart_silently(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "160") == 0  # one update, one checkpoint
+    (run / "checkpoints/latest.pt").write_bytes(b"garbage")
+    assert train_cli(run, "--resume") == 2
+    assert "corrupt" in error_line(capsys.readouterr().err, "train")
+    (run / "checkpoints/latest.pt").unlink()  # what a user does next
+    assert train_cli(run, "--resume") == 2
+    line = error_line(capsys.readouterr().err, "train")
+    assert "no checkpoint" in line and "without --resume" in line
+    assert steps(run) == [160]  # the metrics were left alone
+    assert train_cli(run) == 0 and steps(run) == [160, 320]  # starting over is explicit
+
+
+def test_the_last_checkpoints_are_kept_and_a_broken_latest_falls_back(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "640") == 0  # four updates, a checkpoint after each
+    ckpts = run / "checkpoints"
+    kept = [load_checkpoint(ckpts / name, "r2ac")["step"] for name in ("latest.pt", "latest-1.pt", "latest-2.pt")]
+    assert kept == [640, 480, 320] and not (ckpts / "latest-3.pt").exists()
+    (ckpts / "latest.pt").write_bytes(b"")  # zero bytes, as a full disk or a bad copy leaves it
+    assert train_cli(run, "--resume", "--total-frames", "800") == 0
+    err = capsys.readouterr().err
+    assert "latest.pt" in err and "latest-1.pt" in err  # a warning says which one it fell back to
+    ckpt = load_checkpoint(ckpts / "latest.pt", "r2ac")
+    assert ckpt["step"] == 800 and ckpt["learner"]["updates"] == 5  # 3 from latest-1.pt, then 2 more
+    assert steps(run) == [160, 320, 480, 640, 800]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this checkpoint ran code",))
+
+
+def test_zero_byte_and_unsafe_checkpoints_get_one_clear_sentence(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(RunError, match="corrupt"):
+        load_checkpoint(empty)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "rtrl-checkpoint", "x": _RunsCode()}, unsafe)
+    with pytest.raises(RunError) as err:
+        load_checkpoint(unsafe)
+    msg = str(err.value)
+    assert "not a safe" in msg and "\n" not in msg
+    for advice in ("weights_only", "trust", "can still be loaded"):  # never tell anyone to load it unsafely
+        assert advice not in msg, msg
+
+
+def test_one_writer_at_a_time(tmp_path):
+    first = Run(tmp_path / "run", {"a": 1}, tensorboard=False)
+    first.save({"step": 1}, "copy")
+    with pytest.raises(RunError, match=f"in use by process {os.getpid()}"):
+        Run(tmp_path / "run", {"a": 1}, resume=True, tensorboard=False)
+    first.close()
+    Run(tmp_path / "run", {"a": 1}, resume=True, tensorboard=False).close()  # free once the writer closed it
+
+
+SAVE_AND_HANG = """
+import sys, time
+from rtrl.runs import Run
+
+class Slow:  # pickled inside torch.save, after the temp file was opened
+    def __reduce__(self):
+        print("saving", flush=True)
+        time.sleep(300)
+        return (int, (0,))
+
+Run(sys.argv[1], {"a": 1}, resume=True, tensorboard=False).save({"step": 2, "x": Slow()}, "copy")
+"""
+
+
+def test_temp_files_of_a_save_killed_midway_are_cleaned(tmp_path):
+    run = Run(tmp_path / "run", {"a": 1}, tensorboard=False)
+    run.save({"step": 1}, "copy")
+    run.close()
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_AND_HANG, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "saving"
+        assert list((tmp_path / "run/checkpoints").glob(".*tmp*"))  # the save is under way
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    Run(tmp_path / "run", {"a": 1}, resume=True, tensorboard=False).close()
+    assert not list((tmp_path / "run/checkpoints").glob(".*tmp*"))
+    assert load_checkpoint(tmp_path / "run/checkpoints/latest.pt")["step"] == 1
+
+
+def test_a_run_folder_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "run").write_text("my notes")
+    assert train_cli(tmp_path / "run") == 2
+    assert "is a file" in error_line(capsys.readouterr().err, "train")
+    assert (tmp_path / "run").read_text() == "my notes"
+
+
+def test_a_full_disk(tmp_path, capsys):
+    """``/dev/full`` answers every write with ENOSPC: a real full-disk error, without root or a
+    small filesystem. A file of the run folder that links there sits on a full disk."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").symlink_to("/dev/full")
+    assert train_cli(run) == 2
+    line = error_line(capsys.readouterr().err, "train")
+    assert "No space left on device" in line and "metrics.csv" in line
+    # a checkpoint that cannot be written keeps the previous one and leaves no temp file behind
+    r = Run(tmp_path / "other", {"a": 1}, tensorboard=False)
+    r.save({"step": 1}, "copy")
+    tmp = r.ckpt_dir / f".latest.pt.tmp{os.getpid()}"  # where this process writes its next checkpoint
+    tmp.symlink_to("/dev/full")
+    with pytest.raises(RunError, match="No space left on device"):
+        r.save({"step": 2, "x": torch.zeros(100_000)}, "copy")
+    r.close()
+    assert not tmp.is_symlink() and load_checkpoint(r.ckpt_dir / "latest.pt")["step"] == 1
+
+
+@contextmanager
+def cannot_write(folder: Path):
+    """``folder`` read-only for this process: chmod 555, and for root, whom chmod does not stop, the
+    effective user dropped to ``nobody`` while the block runs (the folder's parents stay readable)."""
+    folder.chmod(0o555)
+    root = os.geteuid() == 0
+    if root:
+        os.seteuid(65534)
+    try:
+        yield
+    finally:
+        if root:
+            os.seteuid(0)
+        folder.chmod(0o755)
+
+
+def test_a_read_only_run_folder(capsys):
+    base = Path(tempfile.mkdtemp())  # under /tmp, so that `nobody` can reach it
+    base.chmod(0o755)
+    try:
+        empty, held = base / "empty", base / "held"
+        empty.mkdir()
+        Run(held, {"a": 1}, tensorboard=False).close()  # a run someone else owns, e.g. on a shared disk
+        with cannot_write(empty):
+            assert train_cli(empty) == 2
+        line = error_line(capsys.readouterr().err, "train")
+        assert "Permission denied" in line and str(empty) in line
+        with cannot_write(held):
+            assert train_cli(held, "--resume") == 2
+        assert "Permission denied" in error_line(capsys.readouterr().err, "train")
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
