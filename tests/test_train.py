@@ -89,6 +89,8 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path, signum):
     ckpt = load_checkpoint(run / "checkpoints/latest.pt", "r2ac")  # saved at the interrupt, not at 100000 updates
     updates = ckpt["learner"]["updates"]
     assert updates >= 10
+    # saved between updates: the schedule and the frame counter agree with the update counter
+    assert ckpt["learner"]["optimizer"]["updates"] == updates == ckpt["counters"]["frames"] // 160
     result = train(TrainConfig(**{**TrainConfig().__dict__, "total_frames": ckpt["step"] + 1600,
                                   "checkpoint_every": 100000, "log_every": 5, "eval_episodes": 0}),
                    run, resume=True, progress=False)

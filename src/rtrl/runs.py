@@ -26,8 +26,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from contextlib import contextmanager
@@ -168,6 +170,27 @@ def load_checkpoint(path: Path, kind: Optional[str] = None) -> dict:
 def _check_kind(ckpt: dict, path: Path, kind: Optional[str]) -> None:
     if kind is not None and ckpt.get("kind") != kind:
         raise RunError(f"{path} is a {ckpt.get('kind')!r} checkpoint, expected {kind!r}")
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs, then deliver them to the handlers they had:
+    a training step and its counters are never cut apart, so a checkpoint saved on an interrupt
+    has counters that match its weights. Only the main thread gets signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(s, handler)
+    if held:
+        signal.raise_signal(held[0])  # now, between steps (after an exception, it is dropped with the run)
 
 
 class Run:

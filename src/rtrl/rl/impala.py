@@ -28,6 +28,7 @@ from rtrl.rl.actors import InProcessActor, LocalActors
 from rtrl.rl.config import TrainConfig
 from rtrl.rl.learner import Learner, NonFiniteError, Rollout
 from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
+from rtrl.runs import signals_held
 from rtrl.state import RecurrentState
 from rtrl.utils import ProgressBar, resolve_device
 
@@ -63,30 +64,35 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
 
+    finished = False  # whether the loop ran to its end
     try:
         while counters["frames"] < cfg.total_frames:
             rs, ep = actors.get(cfg.batch_rollouts)
             returns.extend(ret for ret, _ in ep)
             counters["episodes"] += len(ep)
             rollout = _cat_rollouts(rs)
-            try:
-                stats = learner.update(rollout)
-            except NonFiniteError as e:
-                print(f"warning: {e}", file=sys.stderr, flush=True)
-                if learner.skipped > 100:
-                    raise
-                continue
-            actors.publish(agent)
-            frames = rollout.length * rollout.streams.numel()
-            mean_ret = float(np.mean(returns)) if returns else float("nan")
-            book.after_update(learner.updates, frames, mean_ret, stats)
+            with signals_held():  # Ctrl-C/SIGTERM wait for the update and its counters
+                try:
+                    stats = learner.update(rollout)
+                except NonFiniteError as e:
+                    print(f"warning: {e}", file=sys.stderr, flush=True)
+                    if learner.skipped > 100:
+                        raise
+                    continue
+                actors.publish(agent)
+                frames = rollout.length * rollout.streams.numel()
+                mean_ret = float(np.mean(returns)) if returns else float("nan")
+                book.after_update(learner.updates, frames, mean_ret, stats)
             bar.update(frames, ret=mean_ret, upd=learner.updates)
+        finished = True
     except KeyboardInterrupt:
         book.save()  # Ctrl-C loses nothing: the state after the last finished update
         raise
     finally:
         bar.close()
         actors.close()
+        if not finished and run is not None:
+            run.close()  # stopped by an error or an interrupt: free the run folder (its lock) now
     result = dict(env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed, frames=counters["frames"],
                   updates=learner.updates, skipped_updates=learner.skipped,
                   actor_restarts=actors.restarts,

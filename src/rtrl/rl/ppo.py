@@ -268,6 +268,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     from rtrl.rl.envs import make_env
     from rtrl.rl.config import build_agent
     from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
+    from rtrl.runs import signals_held
 
     agent, spec = start_training(cfg)
     actor = None
@@ -286,33 +287,38 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
 
+    finished = False  # whether the loop ran to its end
     try:
         while counters["frames"] < cfg.total_frames:
             seg, episodes = collector.collect()
             returns.extend(ret for ret, _ in episodes)
             counters["episodes"] += len(episodes)
-            try:
-                stats, collector.state = ppo.update(seg)
-            except NonFiniteError as e:  # the segment is dropped; its envs' state goes on (NaN read as 0)
-                print(f"warning: {e}", file=sys.stderr, flush=True)
-                if ppo.skipped > 100:
-                    raise
-                with torch.no_grad():
-                    seg = seg.to(device)
-                    carried = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
-                collector.state = carried.map(lambda t: torch.nan_to_num(t, 0.0, 0.0, 0.0))
-                continue
-            collector.publish(agent)
-            frames = seg.length * cfg.num_envs
-            mean_ret = float(np.mean(returns)) if returns else float("nan")
-            book.after_update(ppo.updates, frames, mean_ret, stats)
+            with signals_held():  # Ctrl-C/SIGTERM wait for the update and its counters
+                try:
+                    stats, collector.state = ppo.update(seg)
+                except NonFiniteError as e:  # the segment is dropped; its envs' state goes on (NaN read as 0)
+                    print(f"warning: {e}", file=sys.stderr, flush=True)
+                    if ppo.skipped > 100:
+                        raise
+                    with torch.no_grad():
+                        seg = seg.to(device)
+                        carried = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
+                    collector.state = carried.map(lambda t: torch.nan_to_num(t, 0.0, 0.0, 0.0))
+                    continue
+                collector.publish(agent)
+                frames = seg.length * cfg.num_envs
+                mean_ret = float(np.mean(returns)) if returns else float("nan")
+                book.after_update(ppo.updates, frames, mean_ret, stats)
             bar.update(frames, ret=mean_ret, upd=ppo.updates)
+        finished = True
     except KeyboardInterrupt:
         book.save()  # the weights as they are; frames and updates count finished iterations only
         raise
     finally:
         bar.close()
         env.close()
+        if not finished and run is not None:
+            run.close()  # stopped by an error or an interrupt: free the run folder (its lock) now
     result = dict(algo="ppo", env=cfg.env, core=cfg.core, unroll=cfg.unroll, seed=cfg.seed,
                   frames=counters["frames"], updates=ppo.updates, skipped_updates=ppo.skipped,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
