@@ -1,14 +1,83 @@
-"""Signals that never cut an update in half: a real SIGTERM sent in the middle of an optimiser step."""
+"""Processes that do not outlive their learner, and signals that never cut an update in half.
+Real processes and real signals: a learner killed with ``kill -9``, a SIGTERM sent in the middle
+of an optimiser step."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from rtrl.cli import main
-from rtrl.runs import load_checkpoint
+from rtrl.runs import Run, load_checkpoint
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def actor_pids(parent: int) -> list[int]:
+    """The actor processes (spawned or forked children) of ``parent``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and ("spawn_main" in cmd or "rtrl.cli" in cmd):
+            pids.append(int(d.name))
+    return pids
+
+
+def error_line(err: str, command: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"rtrl {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor processes through /proc")
+def test_kill_9_of_a_learner_ends_its_actors_and_frees_its_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--num-actors", "2", "--num-envs", "4", "--checkpoint-every", "5", "--log-every", "5",
+            "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", *args, "--total-frames", "10000000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((run / "checkpoints/latest.pt").exists()
+                                               and len(pids := actor_pids(proc.pid)) == 2):
+            time.sleep(0.2)
+        assert len(pids) == 2 and proc.poll() is None, "the learner and its two actors did not start"
+        # a second writer while the run lives is refused (it would interleave the CSV, drop checkpoints)
+        step = load_checkpoint(run / "checkpoints/latest.pt", "r2ac")["step"]
+        assert main([*args, "--resume", "--total-frames", str(step + 40)]) == 2
+        assert f"in use by process {proc.pid}" in error_line(capsys.readouterr().err, "train")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(map(alive, pids)):
+            time.sleep(0.1)
+        assert not any(map(alive, pids)), "actor processes outlived their learner"
+        # the kernel dropped the dead learner's lock: the run can be resumed
+        Run(run, json.loads((run / "config.json").read_text()), resume=True, tensorboard=False).close()
+    finally:
+        proc.kill()
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("algo", ["impala", "ppo"])

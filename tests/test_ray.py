@@ -45,3 +45,46 @@ def test_a_killed_ray_actor_is_replaced_and_streams_stay_in_order(local_ray):
         continuing = sum(bool((a.obs[-1] == b.obs[0]).all()) for a, b in zip(rs, rs[1:]))
         assert continuing >= len(rs) - 3
     actors.close()
+
+
+def _ray_actor_pids() -> list[int]:
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if (d / "cmdline").read_bytes().startswith(b"ray::_ActorWorker") and (d / "stat").read_text().rsplit(
+                    ")", 1)[1].split()[0] != "Z":
+                pids.append(int(d.name))
+        except (OSError, IndexError):
+            continue
+    return pids
+
+
+def test_kill_9_of_a_learner_ends_its_ray_actors(local_ray, tmp_path):
+    """Ray ties a (non-detached) actor's life to its owner's: when the driver dies, even by
+    ``kill -9``, the cluster kills its actors. The learner joins this module's cluster."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    address = ray.get_runtime_context().gcs_address  # ray.init set RAY_AUTH_MODE for its children too
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", "train", "--backend", "ray", "--ray-address", address,
+                             "--num-actors", "2", "--num-envs", "4", "--total-frames", "10000000", "--log-every", "5",
+                             "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, pids = time.time() + 120, []
+        while time.time() < deadline and not ((run / "metrics.csv").exists() and len(pids := _ray_actor_pids()) == 2):
+            time.sleep(0.2)
+        assert len(pids) == 2, "the learner's Ray actors did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline and set(pids) & set(_ray_actor_pids()):
+            time.sleep(0.2)
+        assert not set(pids) & set(_ray_actor_pids()), "Ray actors outlived their learner"
+    finally:
+        proc.kill()

@@ -18,7 +18,10 @@ the learner watches every actor's process sentinel and restarts the dead.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import wait
 from typing import Optional
@@ -101,14 +104,37 @@ class InProcessActor:
         self.env.close()
 
 
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` dies, by any signal, ``kill -9`` included: on Linux the
+    kernel sends SIGKILL (``PR_SET_PDEATHSIG``, fired when the thread that started us ends: the
+    learner's main thread); everywhere a watchdog thread also checks every second whether we were
+    handed to a new parent, which also covers a parent that died before the ``prctl``. (An actor's
+    pipes cannot tell: a forked actor holds copies of the learner's ends.)"""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def _actor_process(k: int, cfg_dict: dict, shared: Agent, slots: list[Rollout], free, filled, stop,
-                   incarnation: int = 0) -> None:
+                   incarnation: int = 0, parent: int = 0) -> None:
     """One actor process: its own envs and a local copy of the weights, refreshed every rollout.
 
     ``free`` brings the numbers of its slots that the learner has finished with; each filled slot's
     number goes back through ``filled`` with the episode statistics."""
     from rtrl.rl.envs import make_env
 
+    die_with_parent(parent or os.getppid())
     torch.set_num_threads(1)
     cfg = TrainConfig(**cfg_dict)
     seed = cfg.seed * 10_007 + 1000 * k + 100 * incarnation  # a restarted actor plays new episodes
@@ -174,7 +200,7 @@ class LocalActors:
     def _spawn(self, k: int) -> None:
         free_r, free_w = self.ctx.Pipe(duplex=False)
         filled_r, filled_w = self.ctx.Pipe(duplex=False)
-        args = (k, self.cfg, self.shared, self.slots, free_r, filled_w, self.stop, self.incarnation[k])
+        args = (k, self.cfg, self.shared, self.slots, free_r, filled_w, self.stop, self.incarnation[k], os.getpid())
         self.procs[k] = self.ctx.Process(target=_actor_process, args=args, daemon=True)
         self.procs[k].start()
         free_r.close()
