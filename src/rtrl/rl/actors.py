@@ -30,7 +30,7 @@ import torch
 
 from rtrl.rl.agent import Agent
 from rtrl.rl.config import EnvSpec, TrainConfig, build_agent
-from rtrl.rl.learner import Rollout
+from rtrl.rl.learner import DivergedError, Rollout, nan_means_diverged, zero_non_finite
 from rtrl.state import RecurrentState
 from rtrl.utils import copy_weights_
 
@@ -67,7 +67,9 @@ class ActorLoop:
             r.obs[t], r.reward[t], r.done[t] = self.obs, self.reward, self.done
             if t == self.unroll:
                 break
-            action, logits, self.state = self.agent.act(self.obs, self.reward, self.done, self.state)
+            with nan_means_diverged():  # a faulty env's NaN is acted on as 0, kept in the rollout for the learner
+                action, logits, self.state = self.agent.act(zero_non_finite(self.obs), zero_non_finite(self.reward),
+                                                            self.done, self.state)
             r.action[t], r.logits[t] = action, logits
             o, rew, d = self.env.step(action.numpy())
             self.obs, self.reward, self.done = torch.as_tensor(o), torch.as_tensor(rew, dtype=torch.float32), torch.as_tensor(d)
@@ -131,7 +133,8 @@ def _actor_process(k: int, cfg_dict: dict, shared: Agent, slots: list[Rollout], 
     """One actor process: its own envs and a local copy of the weights, refreshed every rollout.
 
     ``free`` brings the numbers of its slots that the learner has finished with; each filled slot's
-    number goes back through ``filled`` with the episode statistics."""
+    number goes back through ``filled`` with the episode statistics (``(None, message)`` if the
+    weights diverged: the learner stops the run, restarting this actor would not help)."""
     from rtrl.rl.envs import make_env
 
     die_with_parent(parent or os.getppid())
@@ -147,8 +150,13 @@ def _actor_process(k: int, cfg_dict: dict, shared: Agent, slots: list[Rollout], 
                 continue
             slot = free.recv()
             copy_weights_(local, shared)
-            with torch.no_grad():
-                _, stats = loop.rollout(slots[slot])
+            try:
+                with torch.no_grad():
+                    _, stats = loop.rollout(slots[slot])
+            except DivergedError as e:
+                filled.send((None, str(e)))
+                stop.wait()  # until the learner, which raises the error, closes the actors
+                break
             filled.send((slot, stats))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the learner is gone or stopping
@@ -247,6 +255,8 @@ class LocalActors:
             for k in range(self.num_actors):
                 if k not in taken and self.waiting[k] and len(batch) < n:
                     slot, ep = self.waiting[k].pop(0)
+                    if slot is None:  # the actor found the weights diverged; ``ep`` says so
+                        raise DivergedError(ep)
                     taken.add(k)
                     batch.append(self.slots[slot])
                     stats += ep

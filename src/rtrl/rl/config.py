@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from rtrl.rl.agent import CORES, STEMS, Agent
-from rtrl.rl.learner import LearnerConfig
+from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
 ALGOS = ("impala", "ppo")  # R2AC (IMPALA + V-trace) or PPO; both with any core
@@ -86,8 +86,7 @@ class TrainConfig:
         if self.num_actors and self.batch_rollouts > self.num_actors:
             raise ValueError(f"batch_rollouts ({self.batch_rollouts}) cannot exceed num_actors ({self.num_actors}): "
                              "a batch never holds two rollouts of one actor")
-        if not (self.lr >= 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a non-negative number, got {self.lr}")
+        check_hyper_parameters(self)  # lr, grad_clip, discount, the loss weights: as the learner and PPO check them
 
     def _validate_ppo(self) -> None:
         if self.num_actors != 0:

@@ -26,7 +26,7 @@ import torch
 
 from rtrl.rl.actors import InProcessActor, LocalActors
 from rtrl.rl.config import TrainConfig
-from rtrl.rl.learner import Learner, NonFiniteError, Rollout
+from rtrl.rl.learner import Learner, NonFiniteError, Rollout, stop_if_diverging
 from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
 from rtrl.runs import signals_held
 from rtrl.state import RecurrentState
@@ -64,7 +64,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
 
-    finished = False  # whether the loop ran to its end
+    in_row, finished = 0, False  # updates skipped in a row; whether the loop ran to its end
     try:
         while counters["frames"] < cfg.total_frames:
             rs, ep = actors.get(cfg.batch_rollouts)
@@ -76,9 +76,10 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
                     stats = learner.update(rollout)
                 except NonFiniteError as e:
                     print(f"warning: {e}", file=sys.stderr, flush=True)
-                    if learner.skipped > 100:
-                        raise
+                    in_row += 1
+                    stop_if_diverging(e, in_row, cfg.lr, cfg.grad_clip)
                     continue
+                in_row = 0
                 actors.publish(agent)
                 frames = rollout.length * rollout.streams.numel()
                 mean_ret = float(np.mean(returns)) if returns else float("nan")

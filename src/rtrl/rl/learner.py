@@ -17,8 +17,9 @@ actors carry only ``c``. Other cores start each segment from the actor's (detach
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -63,14 +64,98 @@ class Rollout:
         for name in ("obs", "reward", "logits"):
             t = getattr(self, name)
             if t.is_floating_point() and not torch.isfinite(t).all():
+                if name == "logits":  # the actor acted on finite inputs (NaN from an env reads as 0 there)
+                    raise DivergedError(WEIGHTS_DIVERGED)
                 raise NonFiniteError(f"rollout.{name} holds NaN/Inf (streams {self.streams.tolist()}): "
-                                     "update skipped, weights kept")
+                                     "update skipped, weights kept", source="environment")
         if self.streams.min() < 0 or self.streams.max() >= num_streams or self.streams.unique().numel() != B:
             raise ValueError(f"rollout.streams must be {B} distinct ids in [0, {num_streams})")
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss or gradient was NaN/Inf: the update was skipped and the weights kept."""
+    """A loss or gradient was NaN/Inf: the update was skipped and the weights kept.
+    ``source``: "environment" (NaN/Inf in what the envs returned), "loss" or "gradient"."""
+
+    def __init__(self, message: str, source: str = "loss") -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class DivergedError(FloatingPointError):
+    """Training diverged (values no return can reach, weights that give NaN/Inf, or updates skipped
+    again and again): the run stops; the message says what to change."""
+
+
+MAX_SKIPS_IN_ROW = 10  # skipped updates in a row after which a run stops instead of skipping on
+WEIGHTS_DIVERGED = ("training diverged: the agent's weights give NaN/Inf on finite observations; start a new run "
+                    "with a lower --lr or --grad-clip")
+
+
+@contextmanager
+def nan_means_diverged() -> Iterator[None]:
+    """For a forward pass on inputs known to be finite: a NaN/Inf error raised in the block comes
+    from the agent's own weights (the core refuses a non-finite input, "NaN or Inf"; sampling
+    refuses NaN probabilities, "nan"), so it is raised as ``DivergedError``, saying what to change."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as e:
+        if "nan" not in str(e).lower():
+            raise
+        raise DivergedError(WEIGHTS_DIVERGED) from None
+
+
+def stop_if_diverging(err: NonFiniteError, in_row: int, lr: float, grad_clip: float) -> None:
+    """After ``MAX_SKIPS_IN_ROW`` skipped updates in a row, stop the run (``DivergedError``) with a
+    line saying what to change; fewer are skipped with a warning (the caller's)."""
+    if in_row < MAX_SKIPS_IN_ROW:
+        return
+    if err.source == "environment":
+        fix = "the environment keeps returning NaN/Inf observations or rewards: fix it, or wrap it to replace them"
+    else:
+        fix = f"training diverged: start a new run with a lower --lr (now {lr:g}) or --grad-clip (now {grad_clip:g})"
+    raise DivergedError(f"{in_row} updates in a row were skipped for a non-finite {err.source}; {fix}") from None
+
+
+def zero_non_finite(t: Tensor) -> Tensor:
+    """``t`` with NaN/Inf replaced by 0, for *acting* on a faulty environment's output: the rollout
+    keeps the raw values, so the learner sees them and skips that update."""
+    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+        return t
+    return torch.where(torch.isfinite(t), t, torch.zeros((), dtype=t.dtype))
+
+
+def check_hyper_parameters(cfg) -> None:
+    """The loss and optimiser settings every trainer reads (``grad_clip``, ``discount``, the loss
+    weights), checked where they are read: a negative clip is gradient ascent, 0 freezes the run."""
+    if not (cfg.grad_clip > 0 and math.isfinite(cfg.grad_clip)):
+        raise ValueError(f"grad_clip must be a positive number, got {cfg.grad_clip}")
+    if not 0 < cfg.discount <= 1:
+        raise ValueError(f"discount must be in (0, 1], got {cfg.discount}")
+    for name in ("value_weight", "entropy_weight", "reward_clip"):
+        v = getattr(cfg, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    if not (cfg.lr >= 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"lr must be a non-negative number, got {cfg.lr}")
+
+
+def value_bound(cfg) -> float:
+    """Ten times the largest |return| that rewards clipped to ``±reward_clip`` allow with this
+    discount (``inf`` without clipping or discounting): a value estimate beyond it has diverged."""
+    if cfg.reward_clip > 0 and cfg.discount < 1:
+        return 10 * cfg.reward_clip / (1 - cfg.discount)
+    return math.inf
+
+
+def check_values(values: Tensor, cfg, update: int) -> None:
+    """Raise ``DivergedError`` if a value estimate is beyond :func:`value_bound`."""
+    bound = value_bound(cfg)
+    top = float(values.detach().abs().max()) if values.numel() else 0.0
+    if top > bound:  # NaN compares False: the loss guard handles it
+        raise DivergedError(
+            f"training diverged at update {update}: value estimates reach {top:.3g}, but rewards clipped to "
+            f"±{cfg.reward_clip:g} with discount {cfg.discount:g} keep returns within ±{bound / 10:.3g}; start a new "
+            f"run with a lower --lr (now {cfg.lr:g}) or --grad-clip (now {cfg.grad_clip:g})")
 
 
 @dataclass
@@ -91,6 +176,7 @@ class Learner:
     """Owns the optimiser, the schedule and (for RTRL) the per-stream state bank."""
 
     def __init__(self, agent: Agent, cfg: LearnerConfig, num_streams: int) -> None:
+        check_hyper_parameters(cfg)
         self.agent, self.cfg, self.num_streams = agent, cfg, num_streams
         self.device = agent.policy.weight.device  # the learner works where the agent's weights are
         self.opt = make_optimizer(cfg.optimizer, agent.parameters(), cfg.lr, cfg.total_updates,
@@ -113,14 +199,20 @@ class Learner:
     def backward(self, r: Rollout) -> tuple[dict[str, float], RecurrentState]:
         """Loss of a rollout and its gradients in ``.grad`` (exact RTRL ones for an RTRL core);
         returns the statistics and the state after the segment (not stored yet)."""
-        r.check(self.num_streams)
+        try:
+            r.check(self.num_streams)
+        except NonFiniteError:
+            self.skipped += 1
+            raise
         r = r.to(self.device)
         cfg, agent, M = self.cfg, self.agent, r.length
         if agent.core_name == "bptt-elstm" and not (r.done[0].all() and r.done[M].all()):
             raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
                              "exactly one episode; set --unroll to the (fixed) episode length")
         state0 = self._gather(r.streams) if self.bank is not None else r.state.detach()
-        logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0)
+        with nan_means_diverged():  # r.check found the inputs finite
+            logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0)
+        check_values(values, cfg, self.updates)
         with torch.no_grad():  # the bootstrap V(obs[M]) is a target: no gradient, no sensitivities
             _, v_boot, _ = agent(r.obs[M:], r.reward[M:], r.done[M:], RecurrentState(state.c.detach()))
         rewards = r.reward[1:]
@@ -145,7 +237,8 @@ class Learner:
         if not math.isfinite(grad_norm.item()):
             self.opt.zero_grad()
             self.skipped += 1
-            raise NonFiniteError(f"non-finite gradient norm at update {self.updates}: update skipped, weights kept")
+            raise NonFiniteError(f"non-finite gradient norm at update {self.updates}: update skipped, weights kept",
+                                 source="gradient")
         self.opt.step()
         self.opt.advance()
         self.updates += 1

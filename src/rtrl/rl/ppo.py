@@ -59,7 +59,8 @@ from torch import Tensor, nn
 
 from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
-from rtrl.rl.learner import NonFiniteError
+from rtrl.rl.learner import (NonFiniteError, check_hyper_parameters, check_values, nan_means_diverged,
+                              stop_if_diverging, zero_non_finite)
 from rtrl.rl.optim import make_optimizer
 from rtrl.utils import ProgressBar, copy_weights_, resolve_device
 
@@ -123,7 +124,11 @@ class Collector:
         actor_state = RecurrentState(self.state.c.to(self.agent.policy.weight.device))
         for t in range(T + 1):
             obs[t], reward[t], done[t] = self.obs, self.reward, self.done
-            logits, v, actor_state = self.agent(self.obs[None], self.reward[None], self.done[None], actor_state)
+            with nan_means_diverged():  # a faulty env's NaN is acted on as 0, kept in the segment for the update
+                logits, v, actor_state = self.agent(zero_non_finite(self.obs)[None], zero_non_finite(self.reward)[None],
+                                                    self.done[None], actor_state)
+                if not torch.isfinite(logits).all():
+                    raise ValueError("logits hold NaN")
             value[t] = v[0]
             if t == T:  # only the bootstrap value of the observation after the segment
                 break
@@ -167,6 +172,7 @@ class PPO:
     """
 
     def __init__(self, agent: Agent, cfg, total_updates: int = 0) -> None:
+        check_hyper_parameters(cfg)
         self.agent, self.cfg = agent, cfg
         params = [p for p in agent.parameters() if p.requires_grad]
         # Adam's eps 1e-5: the usual PPO setting; the learning rate decays linearly, once per iteration
@@ -217,7 +223,9 @@ class PPO:
             t = getattr(seg, name)
             if t.is_floating_point() and not torch.isfinite(t).all():
                 self.skipped += 1
-                raise NonFiniteError(f"segment.{name} holds NaN/Inf: update skipped, weights kept")
+                raise NonFiniteError(f"segment.{name} holds NaN/Inf: update skipped, weights kept",
+                                     source="environment")
+        check_values(seg.value, cfg, self.updates)
         reward = seg.reward.to(seg.value.dtype)
         if cfg.reward_clip > 0:
             reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
@@ -227,7 +235,8 @@ class PPO:
         n = 0
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(B).chunk(cfg.ppo_minibatches):
-                loss, stats = self.loss(seg.envs(idx), adv[:, idx], ret[:, idx])
+                with nan_means_diverged():  # the segment's inputs were found finite above
+                    loss, stats = self.loss(seg.envs(idx), adv[:, idx], ret[:, idx])
                 self.opt.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
@@ -237,7 +246,8 @@ class PPO:
                     self.opt.zero_grad()
                     self.skipped += 1
                     raise NonFiniteError(f"non-finite loss or gradient at update {self.updates}: "
-                                         "update skipped, weights kept")
+                                         "update skipped, weights kept",
+                                         source="loss" if not torch.isfinite(loss) else "gradient")
                 self.opt.step()
                 for k, v in dict(stats, grad_norm=grad_norm).items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -287,7 +297,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="frame")
 
-    finished = False  # whether the loop ran to its end
+    in_row, finished = 0, False  # updates skipped in a row; whether the loop ran to its end
     try:
         while counters["frames"] < cfg.total_frames:
             seg, episodes = collector.collect()
@@ -298,13 +308,15 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
                     stats, collector.state = ppo.update(seg)
                 except NonFiniteError as e:  # the segment is dropped; its envs' state goes on (NaN read as 0)
                     print(f"warning: {e}", file=sys.stderr, flush=True)
-                    if ppo.skipped > 100:
-                        raise
+                    in_row += 1
+                    stop_if_diverging(e, in_row, cfg.lr, cfg.grad_clip)
                     with torch.no_grad():
                         seg = seg.to(device)
-                        carried = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
+                        carried = agent(zero_non_finite(seg.obs[:-1]), zero_non_finite(seg.reward[:-1]), seg.done[:-1],
+                                        seg.state)[2]
                     collector.state = carried.map(lambda t: torch.nan_to_num(t, 0.0, 0.0, 0.0))
                     continue
+                in_row = 0
                 collector.publish(agent)
                 frames = seg.length * cfg.num_envs
                 mean_ret = float(np.mean(returns)) if returns else float("nan")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Optional
 
 import torch
 
-from rtrl.rl.learner import Rollout
+from rtrl.rl.learner import DivergedError, Rollout
 
 
 class _ActorWorker:
@@ -38,10 +39,14 @@ class _ActorWorker:
         self.agent = build_agent(cfg, self.env)
         self.loop = ActorLoop(self.env, self.agent, cfg.unroll, k * cfg.num_envs, seed=seed)
 
-    def rollout(self, weights: dict) -> tuple[int, Rollout, list]:
+    def rollout(self, weights: dict) -> tuple[int, Optional[Rollout], list | str]:
+        """``(k, rollout, episode stats)``, or ``(k, None, message)`` if the weights diverged."""
         self.agent.load_state_dict(weights)
-        with torch.no_grad():
-            r, stats = self.loop.rollout()
+        try:
+            with torch.no_grad():
+                r, stats = self.loop.rollout()
+        except DivergedError as e:  # returned, not raised: the learner stops with this one line
+            return self.k, None, str(e)
         return self.k, r, stats
 
 
@@ -88,6 +93,8 @@ class RayActors:
             k = self.inflight.pop(ref)
             try:
                 _, r, ep = self.ray.get(ref)
+                if r is None:
+                    raise DivergedError(ep)
                 batch.append(r)
                 stats += ep
                 taken.add(k)
