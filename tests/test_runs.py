@@ -1,5 +1,6 @@
 """Run folders that survive what users do: one writer at a time, a ``--resume`` that refuses what it
-cannot continue, the last checkpoints kept with a fallback, temp files of dead saves cleaned, and one-line errors for file-system faults (a file
+cannot continue, the last checkpoints kept with a fallback, temp files of dead saves cleaned, the
+options of ``eval`` and ``plot`` all working, and one-line errors for file-system faults (a file
 where a folder should be, a folder nobody may write, a full disk). Real files and real faults."""
 
 from __future__ import annotations
@@ -209,3 +210,46 @@ def test_a_read_only_run_folder(capsys):
         assert "Permission denied" in error_line(capsys.readouterr().err, "train")
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The tEXt chunks of a PNG (matplotlib writes the metadata there)."""
+    data, out, i = path.read_bytes(), {}, 8
+    while i < len(data):
+        n, kind = int.from_bytes(data[i : i + 4], "big"), data[i + 4 : i + 8]
+        if kind == b"tEXt":
+            key, _, value = data[i + 8 : i + 8 + n].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        i += 12 + n
+    return out
+
+
+def test_eval_best_uses_the_best_checkpoint_and_says_when_there_is_none(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "640") == 0
+    with open(run / "metrics.csv") as f:
+        rows = [(float(r["mean_return"]), int(r["step"])) for r in csv.DictReader(f)]
+    best_return = max(r for r, _ in rows)
+    best_step = next(s for r, s in rows if r == best_return)  # the first checkpoint with the best return
+    best = load_checkpoint(run / "checkpoints/best.pt", "r2ac")
+    assert best["step"] == best_step and best["counters"]["best_return"] == best_return
+    capsys.readouterr()
+    assert main(["eval", str(run), "--checkpoint", "best", "--episodes", "4"]) == 0
+    assert f'"frames": {best_step}' in capsys.readouterr().out
+    (run / "checkpoints/best.pt").unlink()
+    assert main(["eval", str(run), "--checkpoint", "best", "--episodes", "4"]) == 2
+    assert "--checkpoint latest" in error_line(capsys.readouterr().err, "eval")
+
+
+def test_plot_titles_mixed_runs_and_refuses_an_unknown_metric(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train_cli(a, "--total-frames", "160") == 0
+    assert train_cli(b, "--total-frames", "160", "--env", "rtrl-Recall6-v0") == 0
+    assert main(["plot", str(a), str(b), "--out", str(tmp_path / "both.png")]) == 0
+    title = png_text(tmp_path / "both.png")["Title"]
+    assert "rtrl-Recall-v0" in title and "rtrl-Recall6-v0" in title
+    capsys.readouterr()
+    assert main(["plot", str(a), "--metric", "mean_retrun", "--out", str(tmp_path / "typo.png")]) == 2
+    line = error_line(capsys.readouterr().err, "plot")
+    assert "mean_retrun" in line and "mean_return" in line  # the metrics it does have
+    assert not (tmp_path / "typo.png").exists()

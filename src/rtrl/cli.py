@@ -90,14 +90,16 @@ def _add_train(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on held-out seeds (greedy and sampled)")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=100)
-    e.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+    e.add_argument("--checkpoint", default="latest", choices=("latest", "best"),
+                   help="latest (the newest readable) or best (the best mean training return over the last 100 "
+                   "episodes at a checkpoint)")
     e.set_defaults(func=lambda a: _print(__import__("rtrl.rl.train", fromlist=["x"]).evaluate_run(
         a.run_dir, a.episodes, a.checkpoint)))
 
     q = sub.add_parser("plot", help="learning curves of several runs in one PNG")
     q.add_argument("run_dirs", nargs="+")
     q.add_argument("--out", default="curves.png")
-    q.add_argument("--metric", default="mean_return")
+    q.add_argument("--metric", default="mean_return", help="a column of the runs' metrics.csv (default: mean_return)")
     q.set_defaults(func=lambda a: _print({"plot": str(__import__("rtrl.rl.plot", fromlist=["x"]).plot_runs(
         a.run_dirs, a.out, a.metric))}))
 

@@ -6,32 +6,45 @@ import csv
 import json
 from pathlib import Path
 
+from rtrl.runs import RunError
+
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, metric: str = "mean_return") -> Path:
-    """Plot ``metric`` against frames for each run (label: core, M, seed); returns the PNG path."""
+    """Plot ``metric`` against frames for each run (label: core, M, seed; and the env when the runs
+    differ in it); returns the PNG path. Raises ``RunError`` for a folder without metrics and
+    ``ValueError`` for a metric that a run has not logged (naming the ones it has)."""
+    runs = []
+    for d in map(Path, run_dirs):
+        metrics, cfg_file = d / "metrics.csv", d / "config.json"
+        if not metrics.is_file() or not cfg_file.is_file():
+            raise RunError(f"{d} is not a run folder with metrics (no metrics.csv/config.json)")
+        with open(metrics) as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if metric not in (reader.fieldnames or []):
+            have = ", ".join(k for k in reader.fieldnames or [] if k not in ("step", "time"))
+            raise ValueError(f"{d} has no metric {metric!r}; its metrics.csv has: {have}")
+        rows = [r for r in rows if r.get(metric) not in (None, "", "nan")]
+        runs.append((json.loads(cfg_file.read_text()), rows))
+    envs = list(dict.fromkeys(str(cfg.get("env")) for cfg, _ in runs))  # in the order given, once each
+    title = envs[0] if len(envs) == 1 else "several environments: " + ", ".join(envs)
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    env = None
-    for d in map(Path, run_dirs):
-        metrics, cfg_file = d / "metrics.csv", d / "config.json"
-        if not metrics.is_file() or not cfg_file.is_file():
-            raise FileNotFoundError(f"{d} is not a run folder with metrics (no metrics.csv/config.json)")
-        cfg = json.loads(cfg_file.read_text())
-        env = cfg.get("env", env)
-        with open(metrics) as f:
-            rows = [r for r in csv.DictReader(f) if r.get(metric) not in (None, "", "nan")]
+    for cfg, rows in runs:
+        label = f"{cfg.get('core')} M={cfg.get('unroll')} seed={cfg.get('seed')}"
         ax.plot([float(r["step"]) for r in rows], [float(r[metric]) for r in rows],
-                label=f"{cfg.get('core')} M={cfg.get('unroll')} seed={cfg.get('seed')}")
+                label=label if len(envs) == 1 else f"{cfg.get('env')}: {label}")
     ax.set_xlabel("frames (agent steps, all streams)")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(str(env))
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, metadata={"Title": title})
     plt.close(fig)
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,11 +28,15 @@ class RunBook:
 
     ``modules`` maps checkpoint keys to objects with ``state_dict``/``load_state_dict`` (the agent
     and its learner). With ``run = None`` nothing is logged or saved.
+
+    A checkpoint whose mean training return (over the last 100 episodes) beats every earlier
+    checkpoint's is also written as ``best.pt`` (``counters["best_return"]`` holds that return).
     """
 
     def __init__(self, cfg: TrainConfig, run: Optional[Run], resume: bool, kind: str, modules: dict) -> None:
         self.cfg, self.run, self.kind, self.modules = cfg, run, kind, modules
-        self.counters = dict(frames=0, episodes=0, restarts=0, wall=0.0)
+        self.counters = dict(frames=0, episodes=0, restarts=0, wall=0.0, best_return=-math.inf)
+        self._mean_return = math.nan
         try:
             ckpt = run.latest(kind) if run is not None and resume else None
             if ckpt is not None:
@@ -69,13 +74,17 @@ class RunBook:
         if self.run is None:
             return
         self.elapsed()
+        best = self._mean_return > self.counters["best_return"]  # NaN (no episode yet) is never the best
+        if best:
+            self.counters["best_return"] = self._mean_return
         state = {key: module.state_dict() for key, module in self.modules.items()}
         self.run.save(dict(step=self.counters["frames"], torch_rng=torch.get_rng_state(),
-                           counters=dict(self.counters), **state), self.kind)
+                           counters=dict(self.counters), **state), self.kind, best=best)
 
     def after_update(self, updates: int, frames: int, mean_return: float, stats: dict) -> None:
         """Count ``frames``; log and checkpoint when due (and always at the last update)."""
         self.counters["frames"] += frames
+        self._mean_return = mean_return
         last = self.counters["frames"] >= self.cfg.total_frames
         if self.run is not None and (updates % self.cfg.log_every == 0 or last):
             self.run.log(self.counters["frames"], mean_return=mean_return, episodes=self.counters["episodes"],
@@ -168,9 +177,12 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "la
     if not cfg_file.is_file():
         raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
     cfg = TrainConfig(**json.loads(cfg_file.read_text()))
-    kind = CHECKPOINT_KIND.get(cfg.algo)
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", kind) if checkpoint != "latest" \
-        else load_newest(run_dir / "checkpoints", kind)
+    kind, best = CHECKPOINT_KIND.get(cfg.algo), run_dir / "checkpoints" / "best.pt"
+    if checkpoint == "best" and not best.is_file():
+        raise RunError(f"{run_dir} has no best checkpoint: a run writes checkpoints/best.pt at a checkpoint whose mean "
+                       "training return beats every earlier one's (not before an episode has ended, nor in runs of "
+                       "older versions); use --checkpoint latest")
+    ckpt = load_checkpoint(best, kind) if checkpoint == "best" else load_newest(run_dir / "checkpoints", kind)
     probe = make_env(cfg.env, 1, seed=0)
     agent = build_agent(cfg, probe)
     probe.close()
@@ -180,5 +192,6 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "la
         torch.manual_seed(HELD_OUT_SEED)
         rets = evaluate(agent, cfg.env, episodes, HELD_OUT_SEED, greedy=mode == "greedy")
         out[mode] = dict(mean=float(np.mean(rets)), std=float(np.std(rets)))
-    (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    (run_dir / ("eval.json" if checkpoint == "latest" else f"eval-{checkpoint}.json")).write_text(
+        json.dumps(out, indent=2) + "\n")
     return out
