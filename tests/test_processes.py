@@ -19,9 +19,11 @@ from rtrl.runs import Run, load_checkpoint
 
 
 def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    """Whether any thread of ``pid`` still runs. A zombie (dead, not yet reaped by its new parent)
+    does not; its main thread can be one while others still exit, holding its open files."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return any((t / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+                   for t in Path(f"/proc/{pid}/task").iterdir())
     except (OSError, IndexError):
         return False
 
