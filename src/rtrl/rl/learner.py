@@ -94,8 +94,9 @@ WEIGHTS_DIVERGED = ("training diverged: the agent's weights give NaN/Inf on fini
 @contextmanager
 def nan_means_diverged() -> Iterator[None]:
     """For a forward pass on inputs known to be finite: a NaN/Inf error raised in the block comes
-    from the agent's own weights (the core refuses a non-finite input, "NaN or Inf"; sampling
-    refuses NaN probabilities, "nan"), so it is raised as ``DivergedError``, saying what to change."""
+    from the agent's own weights (the core refuses a non-finite input: "NaN or Inf"), so it is
+    raised as ``DivergedError``, saying what to change. (NaN logits raise nothing where actions are
+    drawn by Gumbel-max: :meth:`Rollout.check` and PPO's collector catch those.)"""
     try:
         yield
     except (ValueError, RuntimeError) as e:
