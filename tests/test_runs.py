@@ -180,11 +180,16 @@ def test_a_full_disk(tmp_path, capsys):
 
 @contextmanager
 def cannot_write(folder: Path):
-    """``folder`` read-only for this process: chmod 555, and for root, whom chmod does not stop, the
-    effective user dropped to ``nobody`` while the block runs (the folder's parents stay readable)."""
+    """``folder`` and its files read-only for this process: chmod 555 and 444, and for root, whom
+    chmod does not stop, the effective user dropped to ``nobody`` while the block runs (the
+    folder's parents stay readable)."""
+    files = [f for f in folder.iterdir() if f.is_file()]
+    for f in files:
+        f.chmod(0o444)
     folder.chmod(0o555)
     root = os.geteuid() == 0
-    if root:
+    if root:  # `nobody` may not read this interpreter's standard library: load what the CLI imports first
+        import rtrl.rl.impala, rtrl.tasks.copy  # noqa: F401, E401
         os.seteuid(65534)
     try:
         yield
@@ -192,6 +197,8 @@ def cannot_write(folder: Path):
         if root:
             os.seteuid(0)
         folder.chmod(0o755)
+        for f in files:
+            f.chmod(0o644)
 
 
 def test_a_read_only_run_folder(capsys):
@@ -200,7 +207,9 @@ def test_a_read_only_run_folder(capsys):
     try:
         empty, held = base / "empty", base / "held"
         empty.mkdir()
-        Run(held, {"a": 1}, tensorboard=False).close()  # a run someone else owns, e.g. on a shared disk
+        r = Run(held, {"a": 1}, tensorboard=False)  # a run someone else owns, e.g. on a shared disk
+        r.save({"step": 1}, "copy")
+        r.close()
         with cannot_write(empty):
             assert train_cli(empty) == 2
         line = error_line(capsys.readouterr().err, "train")
