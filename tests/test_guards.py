@@ -173,7 +173,7 @@ def test_nan_in_the_loss_and_the_gradient_reach_the_ppo_guard():
     assert same(before, agent) and ppo.skipped == 2 and ppo.updates == 1
 
 
-ALGO_ARGS = {"impala": [], "ppo": ["--algo", "ppo", "--num-envs", "4", "--unroll", "10", "--ppo-minibatches", "2",
+ALGO_ARGS = {"impala": ["--num-envs", "16", "--num-actors", "0"], "ppo": ["--algo", "ppo", "--num-envs", "4", "--unroll", "10", "--ppo-minibatches", "2",
                                    "--ppo-epochs", "1"]}
 
 

@@ -89,7 +89,8 @@ def test_sigterm_inside_an_update_saves_counters_that_match_the_weights(tmp_path
     from rtrl.rl import optim
 
     run = tmp_path / "run"
-    ppo = ["--num-envs", "4", "--unroll", "10", "--ppo-epochs", "2", "--ppo-minibatches", "2"] if algo == "ppo" else []
+    ppo = (["--num-envs", "4", "--unroll", "10", "--ppo-epochs", "2", "--ppo-minibatches", "2"] if algo == "ppo"
+           else ["--num-envs", "16", "--num-actors", "0"])
     real_step, opt_steps = optim._Optimizer.step, []
 
     def step_then_sigterm_at_the_third(self) -> None:

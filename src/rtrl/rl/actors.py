@@ -175,9 +175,12 @@ class LocalActors:
     def __init__(self, cfg: TrainConfig, agent: Agent, spec: EnvSpec) -> None:
         import torch.multiprocessing as mp
 
+        from rtrl.rl.envs import fork_safe
+
         # fork starts an actor in milliseconds (spawn re-imports torch: ~1.5 s a process); actors never
-        # touch CUDA, so a learner on a GPU is no obstacle
-        self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # touch CUDA, so a learner on a GPU is no obstacle; envs with native state need spawn
+        fork = fork_safe(cfg.env) and "fork" in mp.get_all_start_methods()
+        self.ctx = mp.get_context("fork" if fork else "spawn")
         self.cfg = dataclasses.asdict(cfg)
         self.num_actors = cfg.num_actors
         self.shared = build_agent(cfg, spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,9 @@ class TrainConfig:
     stem: str = "auto"  # "impala" (pixels), "nature" (pixels, cheaper), "mlp" (vectors); auto picks by obs shape
     forget_bias: float = 0.0  # eLSTM cores only
     unroll: int = 10  # M: steps per rollout; 1 = fully online R2AC
-    num_envs: int = 16  # streams per actor
-    num_actors: int = 0  # 0 = synchronous, in-process
+    num_envs: int = 256  # streams per actor (measured: docs/benchmarks.md, "R2AC throughput")
+    num_actors: int = -1  # 0 = synchronous, in-process; -1 = auto: one actor process beside the learner
+    # when there are two cores or more (acting overlaps learning), else 0; always 0 for PPO
     batch_rollouts: int = 1  # rollouts (of distinct actors) per learner update
     total_frames: int = 200_000  # agent steps over all streams
     optimizer: str = "rmsprop"
@@ -44,7 +46,7 @@ class TrainConfig:
     lr_decay: bool = True
     seed: int = 0
     checkpoint_every: int = 200  # updates
-    log_every: int = 20  # updates
+    log_every: int = 5  # updates
     eval_episodes: int = 100
     threads: int = 1  # torch threads of the learner process (0 = torch's default); small models run best on 1
     device: str = "auto"  # the learner's: "auto" (CUDA when present), "cpu", "cuda", "cuda:<i>"; actors act on the CPU
@@ -81,15 +83,15 @@ class TrainConfig:
         resolve_device(self.device)  # an unknown name, or CUDA where there is none, fails here
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
-        if self.num_actors < 0:
-            raise ValueError(f"num_actors must be >= 0 (0 = synchronous), got {self.num_actors}")
-        if self.num_actors and self.batch_rollouts > self.num_actors:
+        if self.num_actors < -1:
+            raise ValueError(f"num_actors must be >= 0 (0 = synchronous) or -1 (auto), got {self.num_actors}")
+        if self.num_actors > 0 and self.batch_rollouts > self.num_actors:
             raise ValueError(f"batch_rollouts ({self.batch_rollouts}) cannot exceed num_actors ({self.num_actors}): "
                              "a batch never holds two rollouts of one actor")
         check_hyper_parameters(self)  # lr, grad_clip, discount, the loss weights: as the learner and PPO check them
 
     def _validate_ppo(self) -> None:
-        if self.num_actors != 0:
+        if self.num_actors > 0:
             raise ValueError("--algo ppo runs synchronously in one process: use --num-envs for more environments "
                              f"and leave --num-actors at 0 (got {self.num_actors})")
         if self.batch_rollouts != 1:
@@ -105,6 +107,13 @@ class TrainConfig:
             raise ValueError(f"clip_coef must be a positive number, got {self.clip_coef}")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+
+    def resolved(self) -> "TrainConfig":
+        """This config with ``num_actors = -1`` (auto) made concrete for this machine."""
+        if self.num_actors != -1:
+            return self
+        auto = 0 if self.algo == "ppo" or (os.cpu_count() or 1) < 2 else 1
+        return dataclasses.replace(self, num_actors=auto)
 
     @property
     def num_streams(self) -> int:

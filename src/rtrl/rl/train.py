@@ -22,6 +22,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
           progress: bool = True) -> dict:
     """Train an agent with R2AC (``cfg.algo == "impala"``) or PPO (``"ppo"``); returns the final
     statistics (also in ``run_dir``)."""
+    cfg = cfg.resolved()
     cfg.validate()
     if cfg.algo == "ppo":
         from rtrl.rl.ppo import train_ppo

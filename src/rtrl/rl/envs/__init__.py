@@ -41,6 +41,6 @@ machine a subprocess vector env gains little, and the agent costs far more than 
 
 from rtrl.rl.envs.base import VecEnv
 from rtrl.rl.envs.recall import RECALL_DEFAULT_DELAY, RecallVecEnv
-from rtrl.rl.envs.registry import ENV_NAMES, make_env
+from rtrl.rl.envs.registry import ENV_NAMES, fork_safe, make_env
 
-__all__ = ["ENV_NAMES", "RECALL_DEFAULT_DELAY", "RecallVecEnv", "VecEnv", "make_env"]
+__all__ = ["ENV_NAMES", "RECALL_DEFAULT_DELAY", "RecallVecEnv", "VecEnv", "fork_safe", "make_env"]

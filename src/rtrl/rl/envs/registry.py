@@ -24,6 +24,17 @@ ENV_NAMES: tuple[str, ...] = (
 """The supported families of names, as patterns (see :mod:`rtrl.rl.envs`)."""
 
 
+FORK_SAFE_PREFIXES = ("rtrl-Recall", "popgym-", "MiniGrid-")
+"""Families of pure-Python/numpy envs that a forked process may build and step. The others hold
+native state that does not survive a fork (MuJoCo's EGL context, ALE's and ProcGen's threads,
+SDL), so processes that step them start by spawning."""
+
+
+def fork_safe(name: str) -> bool:
+    """Whether an actor process for env ``name`` may start by ``fork`` (fast) instead of ``spawn``."""
+    return name.startswith(FORK_SAFE_PREFIXES)
+
+
 def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) -> VecEnv:
     """A :class:`VecEnv` of ``num_envs`` copies of ``name`` (see ``ENV_NAMES``).
 
