@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -138,31 +139,42 @@ def open_run(cfg: TrainConfig, run_dir: Optional[str | Path], resume: bool) -> O
 def finish_run(run: Optional[Run], cfg: TrainConfig, result: dict) -> dict:
     """Evaluate the last checkpoint, write ``result.json`` and the curve, close the run."""
     if run is not None:
+        from rtrl.rl.plot import start_plot
+
+        plotter = start_plot([run.path], run.path / "curve.png")  # from metrics.csv, while we evaluate
         if cfg.eval_episodes > 0:
             result["eval"] = evaluate_run(run.path, cfg.eval_episodes)
         (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        from rtrl.rl.plot import plot_runs
-
-        plot_runs([run.path], run.path / "curve.png")
+        if plotter.wait() != 0:
+            print(f"warning: could not draw {run.path / 'curve.png'} (see the error above)", file=sys.stderr)
         run.close()
     return result
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, greedy: bool, num_envs: int = 16) -> list[float]:
-    """Returns of the first ``episodes`` episodes, the core's state carried through each episode."""
+def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, greedy: bool, num_envs: int = 64) -> list[float]:
+    """Returns of ``episodes`` episodes on ``min(num_envs, episodes)`` envs (env ``i`` seeded with
+    ``seed + i``), the core's state carried through each episode and reset between them.
+
+    Each env plays a fixed share of the episodes (its first ones), so short episodes are not
+    over-counted, as they would be by taking whichever episodes end first."""
     from rtrl.rl.envs import make_env
 
-    env = make_env(env_name, min(num_envs, episodes), seed=seed, evaluation=True)  # Atari: whole games
+    n = min(num_envs, episodes)
+    quota = [episodes // n + (i < episodes % n) for i in range(n)]
+    env = make_env(env_name, n, seed=seed, evaluation=True)  # Atari: whole games; episodes end at done
     loop = ActorLoop(env, agent, 1, 0, seed)
-    returns: list[float] = []
-    while len(returns) < episodes:
+    returns: list[list[float]] = [[] for _ in range(n)]
+    while any(len(r) < q for r, q in zip(returns, quota)):
         a, _, loop.state = agent.act(loop.obs, loop.reward, loop.done, loop.state, greedy=greedy)
         o, r, d = env.step(a.numpy())
         loop.obs, loop.reward, loop.done = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32), torch.as_tensor(d)
-        returns += [ret for ret, _ in env.pop_episode_stats()]
+        # an evaluation env's episodes end exactly where done is set, reported in env order
+        for i, (ret, _) in zip(np.flatnonzero(d), env.pop_episode_stats()):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(ret)
     env.close()
-    return returns[:episodes]
+    return [ret for r in returns for ret in r]
 
 
 HELD_OUT_SEED = 1_000_003  # evaluation seeds never used in training (training seeds are < 10^6 apart)
