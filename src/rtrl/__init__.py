@@ -1,13 +1,29 @@
 """rtrl: exact Real-Time Recurrent Learning for PyTorch.
 
     from rtrl.nn import ELSTM
+
+The names below load on first use, so that a tool that needs no tensors (``python -m
+rtrl.rl.plot``) starts without importing torch.
 """
 
-from rtrl.exact import exact_rtrl
-from rtrl.state import RecurrentState, Sensitivities
-from rtrl.nn import ELSTM, LRU, MODULES, RTU, DiagonalLinearRNN, ElementwiseRNN, LinearRTU
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ELSTM", "DiagonalLinearRNN", "LRU", "RTU", "LinearRTU", "MODULES", "ElementwiseRNN", "RecurrentState",
-           "Sensitivities", "exact_rtrl"]
+_HOME = {"exact_rtrl": "rtrl.exact", "RecurrentState": "rtrl.state", "Sensitivities": "rtrl.state",
+         **{name: "rtrl.nn" for name in ("ELSTM", "DiagonalLinearRNN", "LRU", "RTU", "LinearRTU", "MODULES",
+                                         "ElementwiseRNN")}}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'rtrl' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rtrl.runs import RunError
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, metric: str = "mean_return") -> Path:
@@ -22,6 +21,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metric: str = "mean_r
     for d in map(Path, run_dirs):
         metrics, cfg_file = d / "metrics.csv", d / "config.json"
         if not metrics.is_file() or not cfg_file.is_file():
+            from rtrl.runs import RunError  # here: drawing needs no torch, which rtrl.runs imports
+
             raise RunError(f"{d} is not a run folder with metrics (no metrics.csv/config.json)")
         with open(metrics) as f:
             reader = csv.DictReader(f)
