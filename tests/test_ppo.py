@@ -150,8 +150,8 @@ def test_cli_ppo_writes_a_run_folder_and_resume_continues(tmp_path, capsys):
     assert result["updates"] == 10 and result["frames"] == 400
     ckpt = load_checkpoint(run / "checkpoints/latest.pt", "ppo")
     assert ckpt["ppo"]["updates"] == 10 and ckpt["counters"]["restarts"] == 1
-    # Adam's moments and step count travel with the run: 10 updates x 4 epochs x 2 minibatches
-    assert int(ckpt["ppo"]["optimizer"]["state"][0]["step"]) == 80
+    # Adam's moments and step count travel with the run: 10 updates x 2 epochs x 2 minibatches
+    assert int(ckpt["ppo"]["optimizer"]["state"][0]["step"]) == 40
     assert ckpt["ppo"]["optimizer"]["updates"] == 10  # the learning-rate schedule advanced once an iteration
     steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps)) and steps[-1] == 400
