@@ -50,7 +50,8 @@ def step_tests(device: str, quick: bool) -> str:
 
 
 def step_modules(device: str, quick: bool) -> str:
-    args = ["--device", device, "--no-memory"] + (["--quick"] if quick else ["--reps", "5"])
+    tiny = ["--no-elstm", "--cells", "lru", "--cell-size", "16", "--cell-steps", "5", "--reps", "1"]
+    args = ["--device", device, "--no-memory"] + (tiny if quick else ["--reps", "5"])
     code, text, wall = run([sys.executable, "benchmarks/rtrl_speed.py", *args], 300)
     print(text.rstrip())
     return f"rc {code} in {wall:.0f} s (tables above)"

@@ -44,7 +44,7 @@ def env_rate(name: str, num_envs: int, seconds: float) -> float:
 
 def train_rate(name: str, num_envs: int, updates: int, stem: str = "auto") -> float:
     """Frames/s of synchronous R2AC, from the end of update 2 (after env construction) to the end."""
-    cfg = TrainConfig(env=name, num_envs=num_envs, unroll=10, total_frames=num_envs * 10 * (updates + 2),
+    cfg = TrainConfig(env=name, num_envs=num_envs, num_actors=0, unroll=10, total_frames=num_envs * 10 * (updates + 2),
                       eval_episodes=0, stem=stem, log_every=1)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run", progress=False)
@@ -59,13 +59,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--num-envs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--suites", default=",".join(SUITES), help="comma-separated env names (default: all)")
     args = ap.parse_args()
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
     print(f"{args.num_envs} envs, {args.threads} torch thread(s); steps/s = agent steps (Atari: x4 emulator frames)")
     train_rate("rtrl-Recall-v0", args.num_envs, 5)  # warm-up: imports, allocator, threads
     print(f"{'suite':>28} | {'env steps/s':>11} | {'R2AC frames/s':>13} | ratio | {'nature stem':>11} | ratio")
-    for name in SUITES:
+    for name in args.suites.split(","):
         try:
             env_fps = env_rate(name, args.num_envs, args.seconds)
         except ImportError as e:

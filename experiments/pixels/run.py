@@ -1,7 +1,7 @@
 """R2AC from pixels on a CPU: RTRL-eLSTM vs feedforward on Atari, Memory Gym and ProcGen.
 
     python experiments/pixels/run.py                        # 3 tasks x 2 agents, 300k/200k/200k frames, 4 runs at a time
-    python experiments/pixels/run.py --scale 0.05 --out runs/smoke        # smoke run
+    python experiments/pixels/run.py --scale 0.0001 --eval-episodes 0 --out runs/smoke   # smoke run
 
 The paper trains for 200 M frames on 48 CPU actors and a GPU; here each run is one `rtrl train`
 process on one CPU thread, with the DQN ("nature") CNN instead of IMPALA's ResNet (5x cheaper on
@@ -27,19 +27,20 @@ TASKS = {  # label: env, frames (the CPU budget of one session, two runs per cor
 }
 AGENTS = [("RTRL eLSTM", "rtrl-elstm"), ("feedforward", "none")]
 COMMON = ["--stem", "nature", "--hidden-size", "256", "--unroll", "20", "--num-envs", "16", "--lr", "6e-4",
-          "--eval-episodes", "30", "--checkpoint-every", "100"]
+          "--checkpoint-every", "100"]
 
 
 def run_dir(out: Path, env: str, core: str, seed: int) -> Path:
     return out / f"{env.replace('/', '_').replace(':', '_').replace('=', '')}-{core}-s{seed}"
 
 
-def run_one(out: Path, env: str, core: str, seed: int, frames: int) -> dict:
+def run_one(out: Path, env: str, core: str, seed: int, frames: int, eval_episodes: int = 30) -> dict:
     d = run_dir(out, env, core, seed)
     done = d / "result.json"
     if not done.exists() or json.loads(done.read_text())["frames"] < frames:  # a larger budget continues it
         cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
-               "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *COMMON]
+               "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *COMMON,
+               "--eval-episodes", str(eval_episodes)]
         if (d / "checkpoints" / "latest.pt").exists():
             cmd.append("--resume")
         print(" ".join(cmd[3:]), flush=True)
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/pixels"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--eval-episodes", type=int, default=30, help="whole games per evaluation (0: none, smoke runs)")
     ap.add_argument("--report-only", action="store_true", help="table and curves from the runs as they are")
     args = ap.parse_args()
     jobs = [(env, core, s, int(frames * args.scale)) for env, frames in TASKS.values() for _, core in AGENTS
@@ -63,7 +65,7 @@ def main() -> None:
                    for j in jobs if (run_dir(args.out, *j[:3]) / "result.json").exists()}
     else:
         with ThreadPoolExecutor(args.parallel) as pool:
-            results = dict(zip([j[:3] for j in jobs], pool.map(lambda j: run_one(args.out, *j), jobs)))
+            results = dict(zip([j[:3] for j in jobs], pool.map(lambda j: run_one(args.out, *j, args.eval_episodes), jobs)))
 
     lines = ["| task | agent | seed | frames | training return (last 100 episodes) | greedy eval | sampled eval | wall |",
              "|---|---|---|---|---|---|---|---|"]
@@ -75,7 +77,9 @@ def main() -> None:
                     continue
                 r = results[(env, core, s)]
                 ev = r.get("eval", {})
-                lines.append(f"| {label} | {name} | {s} | {r['frames']:,} | {r['train_mean_return_last100']:.2f} | "
+                train_ret = r["train_mean_return_last100"]  # None if no episode ended (a smoke run)
+                lines.append(f"| {label} | {name} | {s} | {r['frames']:,} | "
+                             f"{float('nan') if train_ret is None else train_ret:.2f} | "
                              f"{ev.get('greedy', {}).get('mean', float('nan')):.2f} | "
                              f"{ev.get('sampled', {}).get('mean', float('nan')):.2f} | {r['wall_s'] / 60:.0f} min |")
     cmd = "python experiments/pixels/run.py" + ("" if args.scale == 1 else f" --scale {args.scale}")
