@@ -182,6 +182,19 @@ def test_uoro_is_unbiased(kind, one_thread):
     assert (samples.std(0) * COPIES**0.5).norm() > 0.5 * ref.norm()
 
 
+def test_uoro_balances_its_two_factors(name):
+    """UORO's ``ρ`` minimise the estimate's variance by giving the two factors of each rank-one
+    term equal norms (Tallec & Ollivier 2018). From a zero state the first step's estimate is the
+    single term ``(ρ_1 ν) (νᵀ I_1 / ρ_1)ᵀ``, so ``‖ũ‖ = ‖θ̃‖`` in every stream (up to ``eps``)."""
+    torch.manual_seed(6)
+    m = UORO[name](D, N, generator=torch.Generator().manual_seed(6)).double()
+    with torch.no_grad():
+        _, state = m(torch.randn(1, B, D, dtype=torch.float64), m.initial_state(B))
+    u, theta = state.sensitivities
+    assert torch.allclose(u.norm(dim=1), theta.flatten(1).norm(dim=1), rtol=1e-5, atol=0)
+    assert not torch.allclose(u.norm(dim=1), torch.full((B,), (m.state_size) ** 0.5, dtype=torch.float64))
+
+
 def test_uoro_reset_forgets_the_past(name):
     """A reset zeroes ``ũ`` and ``θ̃``: a stream reset mid-segment carries out of that segment
     sensitivities that do not depend on anything before the reset, and the next segment's gradient

@@ -1,4 +1,5 @@
-"""The layers' forward equations against hand-written formulas from their papers.
+"""The layers' forward equations against hand-written formulas from their papers, and the
+cells' initialisation against the papers' recipes.
 
 The exactness suites compare gradients with autograd through the package's own ``cell.step``, so a
 wrong step (a swapped ``lerp``, a wrong normalisation ``γ``) would agree with itself there. Here
@@ -16,9 +17,12 @@ them, from the layer's parameters alone:
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from rtrl.cells import DiagonalLinearCell, ELSTMCell, LRUCell, RTUCell
 from rtrl.nn import MODULES
 
 T, B, D = 50, 3, 5
@@ -140,3 +144,74 @@ def test_forward_follows_the_papers_equations(name, resets, path):
     assert torch.allclose(y, y_ref, atol=1e-12, rtol=1e-10)
     assert torch.allclose(state.c, c_ref, atol=1e-12, rtol=1e-10)
 
+
+
+WIDE = 256  # D = N = 256: 65536 input weights and 256 units per cell, enough for the statistics below
+
+
+def _close(value: float, want: float, rel: float) -> bool:
+    return abs(value - want) <= rel * abs(want)
+
+
+def test_elstm_initialisation_is_the_papers():
+    """The official code's init: every weight and bias ~ N(0, 0.1), plus ``forget_bias`` on ``b_f`` (0)."""
+    torch.manual_seed(0)
+    cell = ELSTMCell(WIDE, WIDE)
+    for q in (cell.weight_ih, cell.bias, cell.weight_hh):
+        assert abs(q.mean().item()) < 0.03 and _close(q.std().item(), 0.1, 0.15)
+    biased = ELSTMCell(WIDE, WIDE, forget_bias=1.0)
+    b_z, b_f = biased.bias[:WIDE], biased.bias[WIDE:]
+    assert abs(b_z.mean().item()) < 0.03 and _close(b_f.mean().item(), 1.0, 0.03)
+    assert _close(b_f.std().item(), 0.1, 0.15)
+
+
+def test_diagonal_initialisation():
+    """``W``, ``b`` ~ N(0, 0.1); decay logits ``ν`` uniform in [0, 4] (λ from 0.5 to 0.98)."""
+    torch.manual_seed(0)
+    cell = DiagonalLinearCell(WIDE, WIDE)
+    for q in (cell.weight_ih, cell.bias):
+        assert abs(q.mean().item()) < 0.03 and _close(q.std().item(), 0.1, 0.15)
+    nu = cell.weight_hh[0]
+    assert nu.min() >= 0 and nu.max() <= 4 and nu.min() < 0.1 and nu.max() > 3.9 and _close(nu.mean().item(), 2, 0.1)
+
+
+@pytest.mark.parametrize("cls", [LRUCell, RTUCell])
+def test_lru_and_rtu_ring_initialisation(cls):
+    """Orvieto et al.'s ring init: ``|λ|²`` uniform on ``[r_min², r_max²]`` (uniform by area),
+    phase uniform on ``[0, max_phase]``; defaults 0, 1, 2π. Input weights ~ N(0, 1/(2D)), bias 0."""
+    torch.manual_seed(0)
+    cell = cls(WIDE, WIDE)
+    nu, theta_log = cell.weight_hh
+    r2, phase = torch.exp(-2 * torch.exp(nu)), torch.exp(theta_log)
+    assert r2.min() < 0.05 and r2.max() > 0.95 and _close(r2.mean().item(), 0.5, 0.12)
+    assert phase.min() < 0.1 and phase.max() > 2 * math.pi - 0.1 and _close(phase.mean().item(), math.pi, 0.12)
+    assert _close(cell.weight_ih.std().item(), 1 / math.sqrt(2 * WIDE), 0.03) and torch.all(cell.bias == 0)
+    ring = cls(WIDE, WIDE, r_min=0.5, r_max=0.9, max_phase=1.0)
+    r2, phase = torch.exp(-2 * torch.exp(ring.weight_hh[0])), torch.exp(ring.weight_hh[1])
+    assert r2.min() >= 0.25 - 1e-6 and r2.max() <= 0.81 + 1e-6 and r2.min() < 0.27 and r2.max() > 0.79
+    assert phase.max() <= 1.0 and phase.min() < 0.02
+    assert torch.isfinite(cls(4, 4, r_min=0.0, r_max=0.0).weight_hh).all()  # the ring's inner edge
+
+
+@pytest.mark.xfail(strict=True, reason="ring_init_ clamps |λ|² to 1 − 1e-12, which is 1.0 in float32 (the "
+                   "parameters' dtype at init): ν = log(−½ log 1) = −inf, so γ = 0 and dγ/dν = 0/0. Clamp to "
+                   "1 − torch.finfo(dtype).eps instead; remove this mark with that fix.")
+def test_lru_ring_at_the_unit_circle_gives_finite_parameters():
+    assert torch.isfinite(LRUCell(4, 4, r_min=1.0, r_max=1.0).weight_hh).all()
+
+
+def test_lru_refuses_a_ring_outside_the_unit_disc():
+    LRUCell(4, 4, r_min=0.7, r_max=0.7)  # a circle is a ring
+    for r_min, r_max in ((0.9, 0.5), (0.5, 1.5), (-0.1, 0.5)):
+        with pytest.raises(ValueError, match=rf"^need 0 <= r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}$"):
+            LRUCell(4, 4, r_min=r_min, r_max=r_max)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_initial_state_takes_the_dtype_asked_for(name):
+    """``initial_state(dtype=...)`` of a float32 layer: state and sensitivities in that dtype (its
+    complex counterpart for a complex cell), not the layer's."""
+    m = MODULES[name](D, WIDTH)
+    state = m.initial_state(B, dtype=torch.float64)
+    want = torch.complex128 if m.cell.complex_state else torch.float64
+    assert state.c.dtype == want and all(s.dtype == want for s in state.sensitivities)

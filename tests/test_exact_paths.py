@@ -22,9 +22,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oracles import bptt_gradients, per_step_rtrl, rel_err
+from oracles import bptt_gradients, per_step_rtrl, rel_err, unrolled_states
 
+from rtrl.exact import exact_rtrl
 from rtrl.nn import MODULES
+from rtrl.state import Sensitivities
 
 T, B, D, N = 64, 3, 5, 4
 SEGMENTS = [(0, 45), (45, 46), (46, 64)]  # a 45-step segment (longer than any chunk), one step, 18 steps
@@ -233,3 +235,30 @@ def test_float32_diagonal_cell_with_very_slow_units():
     assert rel_err(state32.c.double(), state64.c) < TOL_FLOAT32
     for n in ref:
         assert rel_err(got[n].double(), ref[n]) < TOL_FLOAT32, n
+
+
+def test_exact_rtrl_called_directly(cell_name):
+    """The function API below the modules, with its defaults (``through_time=True``): segment by
+    segment it gives the full BPTT gradient of the cell's own states, and it refuses sensitivities
+    under the spatial rule."""
+    module = make_module(cell_name, seed=5)
+    cell = module.cell
+    x, reset, _ = make_sequence("mask", seed=5)
+    target = torch.randn(T, B, module.state_size, dtype=torch.float64)
+    loss_fn = lambda c, t0: (torch.view_as_real(c) if c.is_complex() else c).pow(3).sum() + (  # noqa: E731
+        c.real * target[t0 : t0 + c.shape[0]]).sum()
+    cell.zero_grad()
+    loss_fn(unrolled_states(module, x, reset, module.initial_state(B, sensitivities=False).c), 0).backward()
+    ref = {n: q.grad.clone() for n, q in cell.named_parameters()}
+    cell.zero_grad()
+    c0, sens = module.initial_state(B).c, Sensitivities.zeros(cell, B)
+    for a, b in SEGMENTS:
+        keep = (~reset[a:b]).to(x.dtype)
+        p = F.linear(x[a:b], cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, cell.hidden_size))
+        c, sens = exact_rtrl(cell, x[a:b], p, c0, keep, sens)
+        loss_fn(c, a).backward()
+        c0 = c[-1].detach()
+    for n, q in cell.named_parameters():
+        assert rel_err(q.grad, ref[n]) < TOL, n
+    with pytest.raises(ValueError, match=r"^the spatial rule \(through_time=False\) carries no sensitivities$"):
+        exact_rtrl(cell, x[:2], p[:2], c0, None, sens, through_time=False)

@@ -53,8 +53,13 @@ def test_ppo_loss_matches_its_formula(clip_value):
                       encoder_width=6, value_weight=0.7, entropy_weight=0.05, clip_coef=0.2, clip_value=clip_value)
     env = make_env(cfg.env, cfg.num_envs, seed=1)
     agent = build_agent(cfg, env).double()
-    seg, _ = Collector(env, agent, cfg.unroll, seed=1).collect()
+    collector = Collector(env, agent, cfg.unroll, seed=1)
+    seg, _ = collector.collect()
+    with torch.no_grad():  # the second rollout starts mid-episode, from a carried state and sensitivities
+        collector.state = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
+    seg, _ = collector.collect()
     env.close()
+    assert seg.state.c.abs().min() > 0
     T, B, eps = cfg.unroll, cfg.num_envs, cfg.clip_coef
     g = torch.Generator().manual_seed(0)
     noise = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64) - 0.5  # noqa: E731
