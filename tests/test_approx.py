@@ -195,6 +195,25 @@ def test_uoro_balances_its_two_factors(name):
     assert not torch.allclose(u.norm(dim=1), torch.full((B,), (m.state_size) ** 0.5, dtype=torch.float64))
 
 
+def test_uoro_step_does_not_depend_on_how_its_estimate_is_factored(name):
+    """``ũ θ̃ᵀ = (α ũ)(θ̃ / α)ᵀ``: the same estimate. With ``ρ_0 = sqrt(‖θ̃‖ / ‖D ũ‖)`` the next step
+    rescales the carried term to balanced norms, so it is the same for either factoring (up to
+    ``eps``), given the same random signs."""
+    torch.manual_seed(7)
+    m = UORO[name](D, N, generator=torch.Generator().manual_seed(7)).double()
+    x = torch.randn(5, B, D, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = m(x[:4], m.initial_state(B))
+        u, theta = state.sensitivities
+        steps = []
+        for alpha in (1.0, 8.0):
+            m.generator = torch.Generator().manual_seed(11)
+            _, out = m(x[4:], state._replace(sensitivities=UOROSensitivities(alpha * u, theta / alpha)))
+            steps.append(out.sensitivities)
+    for a, b in zip(*steps):
+        assert rel_err(a, b) < 1e-6
+
+
 def test_uoro_reset_forgets_the_past(name):
     """A reset zeroes ``ũ`` and ``θ̃``: a stream reset mid-segment carries out of that segment
     sensitivities that do not depend on anything before the reset, and the next segment's gradient
