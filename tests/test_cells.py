@@ -193,6 +193,17 @@ def test_lru_and_rtu_ring_initialisation(cls):
     assert torch.isfinite(cls(4, 4, r_min=0.0, r_max=0.0).weight_hh).all()  # the ring's inner edge
 
 
+def test_lru_ring_at_the_unit_circle_in_float64():
+    """|λ| = 1 exactly would give ν = log(−½ log 1) = −inf: the init clamps |λ|² below 1."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        cell = LRUCell(4, 4, r_min=1.0, r_max=1.0)
+    finally:
+        torch.set_default_dtype(default)
+    assert cell.weight_hh.dtype == torch.float64 and torch.isfinite(cell.weight_hh).all()
+
+
 @pytest.mark.xfail(strict=True, reason="ring_init_ clamps |λ|² to 1 − 1e-12, which is 1.0 in float32 (the "
                    "parameters' dtype at init): ν = log(−½ log 1) = −inf, so γ = 0 and dγ/dν = 0/0. Clamp to "
                    "1 − torch.finfo(dtype).eps instead; remove this mark with that fix.")
