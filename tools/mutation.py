@@ -165,7 +165,8 @@ def report(groups: list[str], base: Path, bar: float) -> bool:
             for name, why in equivalent:
                 print(f"  equivalent  {name}: {why}")
             for name, status, diff in survivors:
-                print(f"  {status:10s}  {name}\n" + "\n".join(f"      {line}" for line in diff))
+                print(f"  {status:10s}  {name}\n" + "\n".join(f"      {line}" for line in diff)
+                      + f"\n      signature: {signature(name.split('.')[-1], diff)}")
     if rows:
         total = sum(r[1] - r[3].get("equivalent", 0) - r[3].get("not checked", 0) for r in rows)
         killed = sum(r[2] for r in rows)
