@@ -18,9 +18,13 @@ import pytest
 
 from rtrl.rl.train import TrainConfig, train
 
-CROSS_SEGMENT = dict(algo="ppo", env="rtrl-Recall6-v0", unroll=5, num_envs=32, ppo_minibatches=2, optimizer="adam",
-                     lr=2e-3, grad_clip=0.5, total_frames=80_000, eval_episodes=50, log_every=1000,
-                     checkpoint_every=1000, seed=0)
+# every hyper-parameter that shapes learning is pinned here, so that a change of defaults cannot
+# quietly turn this into another experiment
+CROSS_SEGMENT = dict(algo="ppo", env="rtrl-Recall6-v0", unroll=5, num_envs=32, num_actors=0, ppo_minibatches=2,
+                     ppo_epochs=4, optimizer="adam", lr=2e-3, lr_decay=True, grad_clip=0.5, clip_coef=0.2,
+                     clip_value=True, gae_lambda=0.95, discount=0.99, value_weight=0.5, entropy_weight=0.01,
+                     reward_clip=1.0, hidden_size=64, encoder_width=64, forget_bias=0.0, stem="mlp",
+                     total_frames=80_000, eval_episodes=50, log_every=1000, checkpoint_every=1000, seed=0)
 
 
 def test_the_segments_split_every_cue_from_its_query():
