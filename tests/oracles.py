@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,8 +40,8 @@ def project(module, x: Tensor) -> Tensor:
     return F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, cell.hidden_size))
 
 
-def unrolled_states(module, x: Tensor, reset: Tensor, c0: Tensor, spatial: bool = False) -> Tensor:
-    """``c (T, B, N)`` by autograd through ``cell.step``, resets applied before each step.
+def unrolled_states(module, x: Tensor, reset: Optional[Tensor], c0: Tensor, spatial: bool = False) -> Tensor:
+    """``c (T, B, N)`` by autograd through ``cell.step``, resets (if any) applied before each step.
 
     ``spatial``: detach the previous state at every step (no credit through time)."""
     cell, p = module.cell, project(module, x)
@@ -47,13 +49,14 @@ def unrolled_states(module, x: Tensor, reset: Tensor, c0: Tensor, spatial: bool 
     for t in range(x.shape[0]):
         if spatial:
             c = c.detach()
-        c = c * (~reset[t]).to(x.dtype)[:, None]
+        if reset is not None:
+            c = c * (~reset[t]).to(x.dtype)[:, None]
         c = cell.step(c, p[t], cell.weight_hh)
         out.append(c)
     return torch.stack(out)
 
 
-def bptt_gradients(module, x: Tensor, reset: Tensor, loss_fn, spatial: bool = False) -> dict[str, Tensor]:
+def bptt_gradients(module, x: Tensor, reset: Optional[Tensor], loss_fn, spatial: bool = False) -> dict[str, Tensor]:
     """Gradients of ``loss_fn(y, t0)`` summed over the whole sequence, by full BPTT (or, with
     ``spatial``, with the previous state detached at every step)."""
     module.zero_grad()
@@ -63,7 +66,7 @@ def bptt_gradients(module, x: Tensor, reset: Tensor, loss_fn, spatial: bool = Fa
     return {n: q.grad.clone() for n, q in module.named_parameters()}
 
 
-def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None):
+def per_step_rtrl(module, x: Tensor, reset: Optional[Tensor], loss_fn, sens=None, c0=None):
     """Textbook RTRL over ``x``: returns (gradients, final c, final sensitivities as a tuple).
 
     The loss's local gradient ``g_t = ∂L/∂c_t`` (through the readout only) comes from autograd on
@@ -90,7 +93,7 @@ def per_step_rtrl(module, x: Tensor, reset: Tensor, loss_fn, sens=None, c0=None)
             s_b = s_b.view(B, K, N)
         cs, states = [], []
         for t in range(T):
-            keep = (~reset[t]).to(x.dtype)[:, None]
+            keep = x.new_ones(B, 1) if reset is None else (~reset[t]).to(x.dtype)[:, None]
             c = c * keep
             s_w, s_b, s_th = s_w * keep[..., None, None], s_b * keep[..., None], s_th * keep[..., None]
             a, u, v = cell.local_derivatives(c, p[t], theta)

@@ -84,6 +84,44 @@ def test_snap1_is_approximate_for_a_full_recurrence(name):
     assert torch.equal(y_snap, y_exact)
 
 
+def snap1_by_masked_dense_rtrl(exact, x, reset, loss_fn, segments):
+    """SnAp-1 from its definition: exact dense RTRL whose ``J`` is masked to SnAp-1's pattern (unit
+    ``n``'s state by unit ``n``'s parameter rows) after every step. A segment's gradient is BPTT
+    inside it plus the carry-in from the masked ``J`` at its start. Returns the gradients and the
+    final masked ``J``."""
+    m, gn = exact.state_size, exact.num_gates * N
+    pattern = (torch.arange(m)[:, None] % N == torch.arange(gn)[None, :] % N).to(x.dtype)[..., None]
+    exact.zero_grad()
+    state = exact.initial_state(B)
+    for a, b in segments:
+        y, _ = exact(x[a:b], state, reset[a:b])
+        loss_fn(y, a).backward()
+        with torch.no_grad():  # the carried J, one step at a time, masked after each
+            for t in range(a, b):
+                _, state = exact(x[t : t + 1], state, reset[t : t + 1])
+                state = state._replace(sensitivities=DenseSensitivities(state.sensitivities.state * pattern))
+    return {n: q.grad.clone() for n, q in exact.named_parameters()}, state
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_snap1_is_dense_rtrl_masked_to_its_pattern(name, online):
+    """On a full recurrence (where SnAp-1 is an approximation) its gradient and carried ``J̃`` are
+    those of dense exact RTRL with ``J`` masked to the pattern after every step: SnAp-1's
+    definition (Menick et al. 2021), with uneven segments and resets mid-segment."""
+    snap, exact = snap_problem(name, diagonal=False, seed=5)
+    x, reset, loss_fn = random_sequence(T, B, D, N, boundary=7)
+    segments = [(t, t + 1) for t in range(T)] if online else SEGMENTS
+    ref, ref_state = snap1_by_masked_dense_rtrl(exact, x, reset, loss_fn, segments)
+    got, state = rtrl_over_segments(snap, x, reset, loss_fn, segments)
+    for n in ref:
+        assert rel_err(got[n], ref[n]) < TOL, n
+    s, gn = snap.state_factor, snap.num_gates * N
+    rows = torch.arange(gn)
+    on_pattern = ref_state.sensitivities.state.view(B, s, N, gn, -1)[:, :, rows % N, rows]
+    assert rel_err(state.sensitivities.state, on_pattern) < TOL
+    assert rel_err(state.c, ref_state.c) < TOL
+
+
 UORO_T, UORO_D, UORO_N = 5, 2, 3
 GROUPS, COPIES = 32, 1024  # 32768 independent UORO samples in all
 
@@ -144,23 +182,69 @@ def test_uoro_is_unbiased(kind, one_thread):
     assert (samples.std(0) * COPIES**0.5).norm() > 0.5 * ref.norm()
 
 
+def test_uoro_balances_its_two_factors(name):
+    """UORO's ``ρ`` minimise the estimate's variance by giving the two factors of each rank-one
+    term equal norms (Tallec & Ollivier 2018). From a zero state the first step's estimate is the
+    single term ``(ρ_1 ν) (νᵀ I_1 / ρ_1)ᵀ``, so ``‖ũ‖ = ‖θ̃‖`` in every stream (up to ``eps``)."""
+    torch.manual_seed(6)
+    m = UORO[name](D, N, generator=torch.Generator().manual_seed(6)).double()
+    with torch.no_grad():
+        _, state = m(torch.randn(1, B, D, dtype=torch.float64), m.initial_state(B))
+    u, theta = state.sensitivities
+    assert torch.allclose(u.norm(dim=1), theta.flatten(1).norm(dim=1), rtol=1e-5, atol=0)
+    assert not torch.allclose(u.norm(dim=1), torch.full((B,), (m.state_size) ** 0.5, dtype=torch.float64))
+
+
+def test_uoro_step_does_not_depend_on_how_its_estimate_is_factored(name):
+    """``ũ θ̃ᵀ = (α ũ)(θ̃ / α)ᵀ``: the same estimate. With ``ρ_0 = sqrt(‖θ̃‖ / ‖D ũ‖)`` the next step
+    rescales the carried term to balanced norms, so it is the same for either factoring (up to
+    ``eps``), given the same random signs."""
+    torch.manual_seed(7)
+    m = UORO[name](D, N, generator=torch.Generator().manual_seed(7)).double()
+    x = torch.randn(5, B, D, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = m(x[:4], m.initial_state(B))
+        u, theta = state.sensitivities
+        steps = []
+        for alpha in (1.0, 8.0):
+            m.generator = torch.Generator().manual_seed(11)
+            _, out = m(x[4:], state._replace(sensitivities=UOROSensitivities(alpha * u, theta / alpha)))
+            steps.append(out.sensitivities)
+    for a, b in zip(*steps):
+        assert rel_err(a, b) < 1e-6
+
+
 def test_uoro_reset_forgets_the_past(name):
-    """A reset zeroes ``ũ`` and ``θ̃``: a stream reset at step 0 of a segment gets the same
-    gradient as a fresh start, whatever it carried."""
+    """A reset zeroes ``ũ`` and ``θ̃``: a stream reset mid-segment carries out of that segment
+    sensitivities that do not depend on anything before the reset, and the next segment's gradient
+    (whose carry-in reads them) is the same whatever came before. Two runs share the random signs
+    and differ only in stream 0's inputs before its reset; without the reset they differ visibly."""
+
+    def run(x, reset):
+        m = UORO[name](D, N, generator=torch.Generator().manual_seed(7)).double()
+        m.load_state_dict(weights)
+        with torch.no_grad():  # segment 1: steps 0-5, advancing the sensitivities only
+            _, state = m(x[:6], m.initial_state(B), reset[:6])
+        y, _ = m(x[6:], state, reset[6:])  # segment 2: no reset, the loss
+        loss_fn(y, 6).backward()
+        return state, [q.grad.clone() for q in m.parameters()]
+
     torch.manual_seed(3)
-    m = UORO[name](D, N).double()
+    weights = UORO[name](D, N).double().state_dict()
     x, _, loss_fn = random_sequence(T, B, D, N, boundary=7)
-    _, state = m(x[:6], m.initial_state(B))
-    assert state.sensitivities.u.abs().sum() > 0
-    reset = torch.ones(T - 6, B, dtype=torch.bool)
-    m.zero_grad()
-    y, _ = m(x[6:], state, reset)
-    loss_fn(y, 6).backward()
-    got = [q.grad.clone() for q in m.parameters()]
-    m.zero_grad()
-    y, _ = m(x[6:], m.initial_state(B), reset)
-    loss_fn(y, 6).backward()
-    assert all(torch.equal(a, q.grad) for a, q in zip(got, m.parameters()))
+    x_other = x.clone()
+    x_other[:3, 0] = torch.randn(3, D, dtype=torch.float64)  # stream 0 before its reset
+    reset = torch.zeros(T, B, dtype=torch.bool)
+    reset[3, 0] = True
+    (s1, g1), (s2, g2) = run(x, reset), run(x_other, reset)
+    assert s1.sensitivities.u.abs().sum() > 0
+    for a, b in zip(s1.sensitivities, s2.sensitivities):
+        assert torch.equal(a, b)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+    no_reset = torch.zeros(T, B, dtype=torch.bool)
+    (s1, g1), (s2, g2) = run(x, no_reset), run(x_other, no_reset)
+    assert not torch.allclose(s1.sensitivities.theta[0], s2.sensitivities.theta[0], atol=1e-6)
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
 
 
 def test_state_layouts_and_float32(name):

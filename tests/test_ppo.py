@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -38,6 +39,68 @@ def test_gae_matches_the_formula():
                 w *= gamma * lam
             assert abs(adv[t, b] - total) < 1e-12
     assert torch.allclose(ret, adv + value[:T])
+
+
+@pytest.mark.parametrize("clip_value", [True, False])
+def test_ppo_loss_matches_its_formula(clip_value):
+    """PPO's loss (Schulman et al. 2017), element by element on a real rollout: advantages
+    normalised over the minibatch, ``−mean min(r A, clip(r, 1 ± ε) A)``, the value loss
+    ``½ mean max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)`` (or plain ``½ mean (V − R)²``),
+    the entropy bonus, their weighted sum, the statistics, and the gradient of every weight. Old
+    log-probabilities and values are moved off the current ones so that every branch is taken."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(algo="ppo", core="rtrl-elstm", num_envs=4, unroll=6, ppo_minibatches=1, hidden_size=6,
+                      encoder_width=6, value_weight=0.7, entropy_weight=0.05, clip_coef=0.2, clip_value=clip_value)
+    env = make_env(cfg.env, cfg.num_envs, seed=1)
+    agent = build_agent(cfg, env).double()
+    collector = Collector(env, agent, cfg.unroll, seed=1)
+    seg, _ = collector.collect()
+    with torch.no_grad():  # the second rollout starts mid-episode, from a carried state and sensitivities
+        collector.state = agent(seg.obs[:-1], seg.reward[:-1], seg.done[:-1], seg.state)[2]
+    seg, _ = collector.collect()
+    env.close()
+    assert seg.state.c.abs().min() > 0
+    T, B, eps = cfg.unroll, cfg.num_envs, cfg.clip_coef
+    g = torch.Generator().manual_seed(0)
+    noise = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64) - 0.5  # noqa: E731
+    seg = dataclasses.replace(seg, logprob=seg.logprob + 1.2 * noise(T, B), value=seg.value + noise(T + 1, B))
+    adv, ret = torch.randn(T, B, generator=g, dtype=torch.float64), torch.randn(T, B, generator=g, dtype=torch.float64)
+    params = [p for p in agent.parameters()]
+    loss, stats = PPO(agent, cfg).loss(seg, adv, ret)
+    got_grads = torch.autograd.grad(loss, params)
+
+    logits, values, _ = agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
+    mean = adv.mean()
+    std = math.sqrt(sum((a - mean) ** 2 for a in adv.flatten()) / (T * B))
+    surrogate, value_terms, entropies, kls, clipped = [], [], [], [], 0
+    for t in range(T):
+        for b in range(B):
+            pi = torch.softmax(logits[t, b], -1)
+            log_pi = torch.log(pi)
+            r = torch.exp(log_pi[seg.action[t, b]] - seg.logprob[t, b])
+            a = (adv[t, b] - mean) / (std + 1e-8)
+            surrogate.append(torch.min(r * a, torch.clamp(r, 1 - eps, 1 + eps) * a))
+            v, v_old, target = values[t, b], seg.value[t, b], ret[t, b]
+            v_clipped = v_old + torch.clamp(v - v_old, -eps, eps)
+            value_terms.append(torch.max((v - target) ** 2, (v_clipped - target) ** 2) if clip_value
+                               else (v - target) ** 2)
+            entropies.append(-(pi * log_pi).sum())
+            kls.append((r - 1) - torch.log(r))
+            clipped += abs(r.item() - 1) > eps
+    policy = -torch.stack(surrogate).mean()
+    value = 0.5 * torch.stack(value_terms).mean()
+    entropy = torch.stack(entropies).mean()
+    total = policy + cfg.value_weight * value - cfg.entropy_weight * entropy
+    want_grads = torch.autograd.grad(total, params)
+
+    assert 0 < clipped < T * B  # both clipped and unclipped ratios
+    for key, want in (("loss", total), ("policy_loss", policy), ("value_loss", value), ("entropy", entropy),
+                      ("approx_kl", torch.stack(kls).mean()), ("clip_frac", clipped / (T * B))):
+        want = want.detach().item() if torch.is_tensor(want) else want
+        assert abs(stats[key].item() - want) < 1e-12, key
+    assert abs(loss.item() - total.item()) < 1e-12
+    for (n, _), a, b in zip(agent.named_parameters(), got_grads, want_grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), n
 
 
 @pytest.mark.parametrize("core", [c for c in CORES if c.startswith("rtrl-")])

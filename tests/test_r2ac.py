@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -40,6 +41,90 @@ def test_vtrace_matches_the_formula():
     # on-policy with no discounting cut, v_s is the n-step return
     on = vtrace(torch.zeros(T, B, dtype=torch.float64), torch.ones(T, B, dtype=torch.float64), rewards, values, boot)
     assert torch.allclose(on.vs[0], rewards.sum(0) + boot, atol=1e-12)
+
+
+def vtrace_ground_truth(log_rhos, discounts, rewards, values, bootstrap_value, rho_bar, c_bar):
+    """V-trace as the paper writes it, one sum per target, in plain Python floats:
+
+    v_s = V(x_s) + Σ_{t≥s} (Π_{s≤i<t} γ_i c_i) ρ_t (r_t + γ_t V(x_{t+1}) − V(x_t)),
+    ρ_t = min(ρ̄, π/μ), c_i = min(c̄, π/μ);  A_s = ρ_s (r_s + γ_s v_{s+1} − V(x_s)) (our policy
+    gradient clips at ρ̄ too: the reference implementation has a third threshold for it)."""
+    T, B = len(values), len(values[0])
+    vs, adv = [[0.0] * B for _ in range(T)], [[0.0] * B for _ in range(T)]
+    for b in range(B):
+        rho = [min(rho_bar, math.exp(log_rhos[t][b])) for t in range(T)]
+        c = [min(c_bar, math.exp(log_rhos[t][b])) for t in range(T)]
+        v_next = [values[t + 1][b] for t in range(T - 1)] + [bootstrap_value[b]]
+        for s in range(T):
+            total, weight = values[s][b], 1.0
+            for t in range(s, T):
+                total += weight * rho[t] * (rewards[t][b] + discounts[t][b] * v_next[t] - values[t][b])
+                weight *= discounts[t][b] * c[t]
+            vs[s][b] = total
+        for s in range(T):
+            vs_next = vs[s + 1][b] if s + 1 < T else bootstrap_value[b]
+            adv[s][b] = rho[s] * (rewards[s][b] + discounts[s][b] * vs_next - values[s][b])
+    return torch.tensor(vs, dtype=torch.float64), torch.tensor(adv, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("rho_bar, c_bar", [(3.7, 1.0), (2.2, 0.5)])
+def test_vtrace_matches_the_reference_implementations_test_with_rho_bar_not_c_bar(batch, rho_bar, c_bar):
+    """The inputs of DeepMind's scalable_agent ``vtrace_test.py``: ``T = 5``, ratios spread from
+    ~0.08 to ~12 (log ρ evenly in [−2.5, 2.5)), discounts 0.9/(b+1), rewards 0, 1, 2, ...,
+    values (0, 1, 2, ...)/B, bootstrap 1, 2, ...; its ρ̄ = 3.7 (with c̄ = 1), and ρ̄ = 2.2 with
+    c̄ = 0.5. Every ratio clip is active somewhere: above ρ̄, between c̄ and ρ̄, below both."""
+    T = 5
+    arange = torch.arange(T * batch, dtype=torch.float64).view(T, batch)
+    log_rhos = 5 * (arange / (T * batch) - 0.5)
+    discounts = torch.tensor([[0.9 / (b + 1) for b in range(batch)]] * T, dtype=torch.float64)
+    rewards, values = arange, arange / batch
+    bootstrap = torch.arange(batch, dtype=torch.float64) + 1.0
+    rhos = log_rhos.exp()
+    assert (rhos > rho_bar).any() and ((rhos > c_bar) & (rhos < rho_bar)).any() and (rhos < c_bar).any()
+    got = vtrace(log_rhos, discounts, rewards, values, bootstrap, rho_bar=rho_bar, c_bar=c_bar)
+    vs, adv = vtrace_ground_truth(log_rhos.tolist(), discounts.tolist(), rewards.tolist(), values.tolist(),
+                                  bootstrap.tolist(), rho_bar, c_bar)
+    assert torch.allclose(got.vs, vs, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(got.pg_advantages, adv, rtol=1e-12, atol=1e-12)
+    # the same inputs in float32 (the learner's dtype) agree to float32's precision
+    got32 = vtrace(*(t.float() for t in (log_rhos, discounts, rewards, values, bootstrap)), rho_bar=rho_bar,
+                   c_bar=c_bar)
+    assert torch.allclose(got32.vs.double(), vs, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(got32.pg_advantages.double(), adv, rtol=1e-5, atol=1e-5)
+
+
+def test_actor_critic_loss_matches_its_formula():
+    """IMPALA's loss, summed over time and batch: ``−Σ log π(a_t) A_t + w_v ½ Σ (v_t − V(x_t))²
+    + w_e Σ_a π log π``, with the V-trace targets (ρ̄ = c̄ = 1) from ``log π(a) − log μ(a)`` taken as
+    constants, its value, each term and the gradient with respect to the logits and the values."""
+    torch.manual_seed(5)
+    T, B, A_, w_v, w_e = 6, 3, 4, 0.3, 0.02
+    logits = torch.randn(T, B, A_, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(T, B, dtype=torch.float64, requires_grad=True)
+    behaviour = torch.randn(T, B, A_, dtype=torch.float64)
+    actions = torch.randint(0, A_, (T, B))
+    rewards = torch.randn(T, B, dtype=torch.float64)
+    discounts = 0.9 * (torch.rand(T, B) > 0.2).double()
+    boot = torch.randn(B, dtype=torch.float64)
+    losses = actor_critic_loss(logits, values, actions, behaviour, rewards, discounts, boot, w_v, w_e)
+
+    pi, mu = torch.softmax(logits, -1), torch.softmax(behaviour, -1)
+    log_pi_a = torch.log(pi.gather(-1, actions[..., None]).squeeze(-1))
+    log_rho = (log_pi_a - torch.log(mu.gather(-1, actions[..., None]).squeeze(-1))).tolist()
+    vs, adv = vtrace_ground_truth(log_rho, discounts.tolist(), rewards.tolist(), values.tolist(), boot.tolist(),
+                                  1.0, 1.0)
+    policy = -(log_pi_a * adv).sum()
+    value = 0.5 * ((vs - values) ** 2).sum()
+    entropy_term = w_e * (pi * torch.log(pi)).sum()
+    total = policy + w_v * value + entropy_term
+    for got, want in ((losses.policy, policy), (losses.value, value), (losses.entropy, entropy_term),
+                      (losses.total, total)):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    g_logits, g_values = torch.autograd.grad(losses.total, (logits, values))
+    r_logits, r_values = torch.autograd.grad(total, (logits, values))
+    assert torch.allclose(g_values, w_v * (values - vs).detach(), rtol=1e-12, atol=1e-12)  # targets are constants
+    assert torch.allclose(g_logits, r_logits, rtol=1e-12, atol=1e-12)
 
 
 OBS, A, N = 4, 3, 5

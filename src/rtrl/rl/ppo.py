@@ -146,22 +146,22 @@ class Collector:
             copy_weights_(self.agent, agent)
 
 
-@torch.no_grad()
 def gae(reward: Tensor, done: Tensor, value: Tensor, discount: float, lam: float) -> tuple[Tensor, Tensor]:
     """GAE(λ) in a segment's layout: ``reward, done, value (T+1, B)`` -> advantages, returns ``(T, B)``.
 
     The transition from step ``t`` earns ``reward[t+1]``; ``done[t+1]`` means it ended the
     episode (``obs[t+1]`` already belongs to the next one), so nothing is bootstrapped across it.
     """
-    T = value.shape[0] - 1
-    nonterminal = (~done[1:]).to(value.dtype)
-    adv = torch.empty_like(value[:T])
-    last = torch.zeros_like(value[0])
-    for t in range(T - 1, -1, -1):
-        delta = reward[t + 1] + discount * nonterminal[t] * value[t + 1] - value[t]
-        last = delta + discount * lam * nonterminal[t] * last
-        adv[t] = last
-    return adv, adv + value[:T]
+    with torch.no_grad():  # (not a decorator, which would hide the body from mutation testing)
+        T = value.shape[0] - 1
+        nonterminal = (~done[1:]).to(value.dtype)
+        adv = torch.empty_like(value[:T])
+        last = torch.zeros_like(value[0])
+        for t in range(T - 1, -1, -1):
+            delta = reward[t + 1] + discount * nonterminal[t] * value[t + 1] - value[t]
+            last = delta + discount * lam * nonterminal[t] * last
+            adv[t] = last
+        return adv, adv + value[:T]
 
 
 class PPO:

@@ -18,7 +18,6 @@ class VTraceReturns(NamedTuple):
     pg_advantages: Tensor  # (T, B)
 
 
-@torch.no_grad()
 def vtrace(
     log_rhos: Tensor,
     discounts: Tensor,
@@ -33,20 +32,21 @@ def vtrace(
     Args: ``log_rhos`` ``(T, B)`` = log π(a)/μ(a); ``discounts``, ``rewards``, ``values`` ``(T, B)``;
     ``bootstrap_value`` ``(B,)`` = V(x_T).
     """
-    rhos = log_rhos.exp()
-    clipped_rhos = rhos.clamp(max=rho_bar)
-    cs = rhos.clamp(max=c_bar)
-    next_values = torch.cat((values[1:], bootstrap_value[None]), 0)
-    deltas = clipped_rhos * (rewards + discounts * next_values - values)
-    acc = torch.zeros_like(bootstrap_value)
-    vs_minus_v = torch.empty_like(values)
-    for t in range(values.shape[0] - 1, -1, -1):
-        acc = deltas[t] + discounts[t] * cs[t] * acc
-        vs_minus_v[t] = acc
-    vs = vs_minus_v + values
-    next_vs = torch.cat((vs[1:], bootstrap_value[None]), 0)
-    pg_advantages = clipped_rhos * (rewards + discounts * next_vs - values)
-    return VTraceReturns(vs, pg_advantages)
+    with torch.no_grad():  # targets, not a graph (a decorator would hide the body from mutation testing)
+        rhos = log_rhos.exp()
+        clipped_rhos = rhos.clamp(max=rho_bar)
+        cs = rhos.clamp(max=c_bar)
+        next_values = torch.cat((values[1:], bootstrap_value[None]), 0)
+        deltas = clipped_rhos * (rewards + discounts * next_values - values)
+        acc = torch.zeros_like(bootstrap_value)
+        vs_minus_v = torch.empty_like(values)
+        for t in range(values.shape[0] - 1, -1, -1):
+            acc = deltas[t] + discounts[t] * cs[t] * acc
+            vs_minus_v[t] = acc
+        vs = vs_minus_v + values
+        next_vs = torch.cat((vs[1:], bootstrap_value[None]), 0)
+        pg_advantages = clipped_rhos * (rewards + discounts * next_vs - values)
+        return VTraceReturns(vs, pg_advantages)
 
 
 class Losses(NamedTuple):
