@@ -216,7 +216,7 @@ def test_every_core_learns_a_step_and_keeps_weights_on_nan(core):
 
 def test_bad_agent_and_rollout_inputs():
     with pytest.raises(ValueError, match="unknown core"):
-        Agent((OBS,), A, core="gru")
+        Agent((OBS,), A, core="transformer")
     with pytest.raises(ValueError, match="flat vectors"):
         Agent((2, 2), A)
     with pytest.raises(ValueError, match="unknown stem"):
@@ -240,3 +240,20 @@ def test_nature_stem_reads_pixels():
     assert logits.shape == (3, 2, A) and values.shape == (3, 2)
     values.sum().backward()
     assert agent.stem.convs[0].weight.grad.abs().sum() > 0
+
+
+def test_gru_core_follows_torch_gru_and_resets():
+    """The gru core is nn.GRU's recurrence stepped with resets: equal to torch.nn.GRU run episode by episode."""
+    torch.manual_seed(3)
+    agent = Agent((OBS,), A, core="gru", hidden_size=N, encoder_width=OBS).double()  # the core reads OBS + 1
+    gru = torch.nn.GRU(OBS + 1, N).double()
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(gru, f"{name}_l0").data.copy_(getattr(agent.core.cell, name))
+    x = torch.randn(9, 2, OBS + 1, dtype=torch.float64)
+    reset = torch.zeros(9, 2, dtype=torch.bool)
+    reset[4, 1] = True  # stream 1 starts a new episode at step 4
+    y, state = agent.core(x, agent.initial_state(2), reset)
+    ref0, _ = gru(x[:, :1])
+    ref1 = torch.cat((gru(x[:4, 1:])[0], gru(x[4:, 1:])[0]))
+    assert torch.allclose(y[:, :1], ref0, atol=1e-12) and torch.allclose(y[:, 1:], ref1, atol=1e-12)
+    assert torch.allclose(state.c, torch.cat((ref0[-1], ref1[-1])), atol=1e-12)

@@ -12,7 +12,8 @@ Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT wit
 ``bptt-elstm`` (eLSTM, BPTT over whole episodes: each rollout must be exactly one episode),
 ``rtrl-lru``/``tbptt-lru`` and ``rtrl-rtu``/``tbptt-rtu`` (the LRU and the ReLU-output RTU of
 :mod:`rtrl.nn`, exact RTRL or BPTT within the segment; their states are complex tensors),
-``lstm`` (``nn.LSTM`` weights, BPTT within the segment), ``snap1-lstm`` and ``uoro-lstm`` (a dense
+``lstm`` (``nn.LSTM`` weights, BPTT within the segment), ``gru`` (``nn.GRU`` weights, BPTT within
+the segment: the strongest of POPGym's memory models), ``snap1-lstm`` and ``uoro-lstm`` (a dense
 LSTM learned with the approximate RTRL of :mod:`rtrl.approx`: BPTT within the segment plus the
 approximate carry-in) and ``none`` (feedforward). Every core has
 the same API as :class:`rtrl.nn.ELSTM` and a :class:`rtrl.exact.RecurrentState` whose tensors
@@ -32,7 +33,7 @@ from rtrl.state import RecurrentState
 from rtrl.nn import ELSTM, LRU, RTU
 
 CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "lstm",
-         "snap1-lstm", "uoro-lstm", "none")
+         "gru", "snap1-lstm", "uoro-lstm", "none")
 
 
 class ResettableLSTM(nn.Module):
@@ -61,6 +62,32 @@ class ResettableLSTM(nn.Module):
             h, c = self.cell(x[t], (h, c))
             ys.append(h)
         return torch.stack(ys), RecurrentState(torch.cat((h, c), -1))
+
+
+class ResettableGRU(nn.Module):
+    """``nn.GRU`` weights stepped one step at a time so that ``reset`` can zero the state
+    mid-segment. State: ``RecurrentState(c=h)`` of shape ``(B, N)``."""
+
+    learning = "bptt"
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.cell = nn.GRUCell(input_size, hidden_size)
+
+    def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
+        w = self.cell.weight_ih
+        return RecurrentState(torch.zeros(batch_size, self.hidden_size, device=device or w.device,
+                                          dtype=dtype or w.dtype))
+
+    def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
+        h, ys = state.c, []
+        for t in range(x.shape[0]):
+            if reset is not None:
+                h = h * (~reset[t]).to(x.dtype)[:, None]
+            h = self.cell(x[t], h)
+            ys.append(h)
+        return torch.stack(ys), RecurrentState(h)
 
 
 class Feedforward(nn.Module):
@@ -185,6 +212,8 @@ class Agent(nn.Module):
             self.core = (LRU if cell == "lru" else RTU)(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)
+        elif core == "gru":
+            self.core = ResettableGRU(d, hidden_size)
         elif core == "snap1-lstm":
             self.core = SnAp1LSTM(d, hidden_size)
         elif core == "uoro-lstm":
