@@ -1,0 +1,212 @@
+"""The promise (the paper's Table 1, in our tasks): credit spans longer than the segment.
+
+    python experiments/promise/run.py --part sweep        # learning rates: 3 values, one seed, one task
+    python experiments/promise/run.py                     # the table: every task x agent x 5 seeds
+    python experiments/promise/run.py --report-only       # tables and curves from the finished runs
+    python experiments/promise/run.py --tasks rtrl-Recall20-v0 --seeds 0 --scale 0.01 --out runs/smoke   # smoke
+
+Agents (R2AC, the `small` preset otherwise: 256 streams, an actor process, RMSProp): exact RTRL of
+the eLSTM, the LRU and the RTU at a short M (5) and a long one (20); truncated BPTT of the same
+cells at the same M; the dense LSTM and GRU (truncated BPTT) at M = 20 and at the paper's M = 100;
+and feedforward. Every recurrent agent has about the parameter count of the eLSTM agent with
+N = 64 on that task (the hidden size is chosen per task and core; feedforward has what it has).
+Each agent's learning rate is the best of a sweep (``--part sweep``: 1e-3, 3e-3, 1e-2 on seed 0
+of rtrl-Recall20-v0, final training return) and then fixed for every task.
+
+Tasks: credit must cross segment boundaries: the cue of rtrl-Recall<d> is d + 1 steps before its
+query (d = 20, 50 >> M); popgym RepeatFirstEasy (the first card, all episode long: 51 steps) and
+AutoencodeEasy (a sequence shown, then recalled: 103 steps); MiniGrid-MemoryS7 (an object seen at
+the start decides the door at the end, up to 245 steps).
+
+Per agent and task: the greedy return on 100 held-out episodes at the end (mean ± 95 % CI over
+seeds), seeds solved (greedy >= 90 % of the optimum), frames until the training return first
+reached 90 % of the optimum (median over the seeds that did). The comparisons a claim rests on get
+an exact permutation test of the mean greedy return and a one-sided Fisher test of seeds solved.
+Finished runs are reused; a larger --scale extends them. Writes docs/promise_table.md, docs/promise.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stats import fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train, curve  # noqa: E402
+
+TASKS = {  # env: (frames, optimum of the return)
+    "rtrl-Recall20-v0": (1_000_000, 1.0),
+    "rtrl-Recall50-v0": (1_000_000, 1.0),
+    "popgym-RepeatFirstEasy-v0": (2_000_000, 1.0),
+    "popgym-AutoencodeEasy-v0": (2_000_000, 1.0),
+    "MiniGrid-MemoryS7-v0": (500_000, 0.95),  # reward 1 - 0.9 t / 245; the shortest solutions take ~12 steps
+}
+AGENTS = [  # label, core, M
+    *[(f"{cell}, exact RTRL, M={m}", f"rtrl-{cell.lower()}", m) for m in (5, 20) for cell in ("eLSTM", "LRU", "RTU")],
+    *[(f"{cell}, TBPTT, M={m}", f"tbptt-{cell.lower()}", m) for m in (5, 20) for cell in ("eLSTM", "LRU", "RTU")],
+    *[(f"{name}, TBPTT, M={m}", core, m) for m in (20, 100) for name, core in (("LSTM", "lstm"), ("GRU", "gru"))],
+    ("feedforward, M=20", "none", 20),
+]
+LRS = (1e-3, 3e-3, 1e-2)
+SWEEP_TASK = "rtrl-Recall20-v0"
+REFERENCE = ("rtrl-elstm", 64)  # the parameter count every recurrent agent matches
+
+
+def run_dir(out: Path, part: str, env: str, core: str, m: int, lr: float, seed: int) -> Path:
+    return out / part / f"{env}-{core}-M{m}-lr{lr:g}-s{seed}"
+
+
+def job(out: Path, part: str, env: str, core: str, m: int, lr: float, seed: int, frames: int) -> dict | None:
+    hidden = hidden_for(env, core, target(env))
+    args = ["--env", env, "--core", core, "--unroll", str(m), "--lr", str(lr), "--seed", str(seed),
+            "--hidden-size", str(hidden), "--log-every", "2"]
+    return run_train(run_dir(out, part, env, core, m, lr, seed), args, frames)
+
+
+_TARGETS: dict[str, int] = {}
+
+
+def target(env: str) -> int:
+    if env not in _TARGETS:
+        from stats import agent_parameters
+
+        _TARGETS[env] = agent_parameters(env, *REFERENCE)
+    return _TARGETS[env]
+
+
+def chosen_lrs(out: Path) -> dict[tuple[str, int], float]:
+    """Each agent's learning rate: the sweep's best final training return (3e-3 where not swept)."""
+    best = {}
+    for _, core, m in AGENTS:
+        scores = {}
+        for lr in LRS:
+            f = run_dir(out, "sweep", SWEEP_TASK, core, m, lr, 0) / "result.json"
+            if f.exists():
+                r = json.loads(f.read_text())["train_mean_return_last100"]
+                scores[lr] = float("-inf") if r is None else r
+        best[(core, m)] = max(scores, key=scores.get) if scores else 3e-3
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("sweep", "main"), default="main")
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every frame budget")
+    ap.add_argument("--out", type=Path, default=Path("runs/experiments/promise"))
+    ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    if args.part == "sweep":
+        frames = int(TASKS[SWEEP_TASK][0] * args.scale)
+        for _, core, m in AGENTS:
+            for lr in LRS:
+                if not args.report_only:
+                    job(args.out, "sweep", SWEEP_TASK, core, m, lr, 0, frames)
+        write_sweep(args)
+        return
+    lrs = chosen_lrs(args.out)
+    if not args.report_only:
+        for seed in args.seeds:  # seed-major: an interrupted sweep has every agent on the first seeds
+            for env in args.tasks:
+                for _, core, m in AGENTS:
+                    job(args.out, "main", env, core, m, lrs[(core, m)], seed, int(TASKS[env][0] * args.scale))
+    write_table(args, lrs)
+
+
+def write_sweep(args) -> None:
+    lines = [f"Learning-rate sweep: final training return (last 100 episodes) on {SWEEP_TASK}, seed 0, "
+             f"{int(TASKS[SWEEP_TASK][0] * args.scale):,} frames; the best (bold) is used for every task.", "",
+             "| agent | " + " | ".join(f"lr {lr:g}" for lr in LRS) + " |", "|---|" + "---|" * len(LRS)]
+    best = chosen_lrs(args.out)
+    for label, core, m in AGENTS:
+        cells = []
+        for lr in LRS:
+            f = run_dir(args.out, "sweep", SWEEP_TASK, core, m, lr, 0) / "result.json"
+            r = json.loads(f.read_text())["train_mean_return_last100"] if f.exists() else None
+            text = "—" if r is None else f"{r:.2f}"
+            cells.append(f"**{text}**" if best[(core, m)] == lr and r is not None else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "promise_sweep.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def results(args, lrs, env: str, core: str, m: int) -> list[tuple[dict, Path]]:
+    out = []
+    for s in args.seeds:
+        d = run_dir(args.out, "main", env, core, m, lrs[(core, m)], s)
+        if (d / "result.json").exists():
+            out.append((json.loads((d / "result.json").read_text()), d))
+    return out
+
+
+def write_table(args, lrs) -> None:
+    lines = ["| agent | lr | " + " | ".join(args.tasks) + " |", "|---|---|" + "---|" * len(args.tasks)]
+    greedy: dict[tuple, list[float]] = {}
+    solved: dict[tuple, int] = {}
+    for label, core, m in AGENTS:
+        cells = []
+        for env in args.tasks:
+            rs = results(args, lrs, env, core, m)
+            opt = TASKS[env][1]
+            g = [r["eval"]["greedy"]["mean"] for r, _ in rs]
+            k = sum(x >= 0.9 * opt for x in g)
+            reach = [f for f in (frames_to(d, 0.9 * opt) for _, d in rs) if f is not None]
+            greedy[(env, core, m)], solved[(env, core, m)] = g, k
+            when = f"; 90 % at {statistics.median(reach) / 1e6:.2f} M" if reach else ""
+            cells.append(f"{fmt_ci(g)} ({k}/{len(g)}{when})" if g else "—")
+        lines.append(f"| {label} | {lrs[(core, m)]:g} | " + " | ".join(cells) + " |")
+    tests = ["", "| task | comparison | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) |",
+             "|---|---|---|---|---|---|"]
+    pairs = [(f"rtrl-{c}", f"tbptt-{c}", 5) for c in ("elstm", "lru", "rtu")] + [("rtrl-lru", "gru", 5)]
+    for env in args.tasks:
+        for a, b, m in pairs:
+            mb = 20 if b == "gru" else m
+            ga, gb = greedy.get((env, a, m), []), greedy.get((env, b, mb), [])
+            if len(ga) < 2 or len(gb) < 2:
+                continue
+            ka, kb = solved[(env, a, m)], solved[(env, b, mb)]
+            tests.append(f"| {env} | {a} M={m} vs {b} M={mb} | {statistics.mean(ga):.2f} vs {statistics.mean(gb):.2f} | "
+                         f"{permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
+                         f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} |")
+    cmd = "python experiments/promise/run.py" + ("" if args.scale == 1 else f" --scale {args.scale}")
+    head = (f"Made by `{cmd}` (then `--report-only`). Cells: greedy return on 100 held-out episodes at the end, "
+            "mean ± 95 % CI over seeds (seeds solved: greedy >= 90 % of the optimum; median frames until the "
+            "training return first reached 90 % of the optimum).\n\n")
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "promise_table.md").write_text(head + "\n".join(lines + tests) + "\n")
+    print("\n".join(lines + tests))
+    plot(args, lrs)
+
+
+def plot(args, lrs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(args.tasks), figsize=(4.6 * len(args.tasks), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], args.tasks):
+        for i, (label, core, m) in enumerate(AGENTS):
+            curves = [curve(d) for _, d in results(args, lrs, env, core, m)]
+            curves = [c for c in curves if c[0]]
+            if not curves:
+                continue
+            grid = np.linspace(0, min(c[0][-1] for c in curves), 50)
+            mean = np.mean([np.interp(grid, *c) for c in curves], 0)
+            ax.plot(grid, mean, color=f"C{i % 10}", ls=("-", "--", ":")[i // 10 % 3], lw=1, label=label)
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel("frames")
+        ax.set_ylabel("training return (mean over seeds)")
+    axes[0][-1].legend(fontsize=5, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(args.docs / "promise.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
