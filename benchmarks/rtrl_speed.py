@@ -302,16 +302,14 @@ def inference_table(device: str, reps: int, n: int = 64, d: int = 65, calls: int
         for name, cls in MODULES.items():
             torch.manual_seed(0)
             m = cls(d, n, learning="rtrl").to(device)
-            runs[name, b] = _inference_calls(lambda m=m, x=x, s=[m.initial_state(b, sensitivities=False)]:
-                                             s.__setitem__(0, m(x, s[0])[1]), calls)
+            runs[name, b] = _steps(lambda s, m=m, x=x: m(x, s)[1], m.initial_state(b, sensitivities=False), calls)
         for core in ("rtrl-elstm", "rtrl-lru", "rtrl-rtu"):
             torch.manual_seed(0)
             agent = Agent((4,), 4, core=core, hidden_size=n).to(device)
             obs, rew = torch.randn(b, 4, device=device), torch.zeros(b, device=device)
             done = torch.zeros(b, dtype=torch.bool, device=device)
-            runs[f"act {core}", b] = _inference_calls(
-                lambda a=agent, o=obs, r=rew, dn=done, s=[agent.initial_state(b, learner=False)]:
-                s.__setitem__(0, a.act(o, r, dn, s[0])[2]), calls)
+            runs[f"act {core}", b] = _steps(lambda s, a=agent, o=obs, r=rew, dn=done: a.act(o, r, dn, s)[2],
+                                            agent.initial_state(b, learner=False), calls)
     med = time_runs(runs, reps, device)
     torch.set_num_threads(threads)
     print(f"\ninference (actors): one step, no_grad, no sensitivities, N={n}, module D={d}, 1 thread; "
@@ -322,11 +320,14 @@ def inference_table(device: str, reps: int, n: int = 64, d: int = 65, calls: int
         print(f"{name:>16} | " + " ".join(f"{med[name, b] / calls * 1e6:8.1f}" for b in batches))
 
 
-def _inference_calls(step, calls: int):
+def _steps(step, state, calls: int):
+    """A function that runs ``state = step(state)`` ``calls`` times under ``no_grad``."""
+    holder = [state]
+
     def run():
         with torch.no_grad():
             for _ in range(calls):
-                step()
+                holder[0] = step(holder[0])
 
     return run
 

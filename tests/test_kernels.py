@@ -40,7 +40,7 @@ def test_carry_factors_are_flushed_products(dtype, lti):
     assert not _subnormal(lam) and not _subnormal(lam0)
     # the same products in float64 without flushing: equal up to rounding and the floor
     ref = torch.ones(B, D, dtype=torch.complex128 if dtype.is_complex else torch.float64)
-    tol = dict(rtol=1e-12 if dtype == torch.float64 else 1e-4, atol=2 * _flush_floor(dtype))
+    tol = {"rtol": 1e-12 if dtype == torch.float64 else 1e-4, "atol": 2 * _flush_floor(dtype)}
     for t in range(steps - 1, -1, -1):
         assert torch.allclose(lam[t].expand(B, D).to(ref.dtype), ref, **tol)
         ref = ref * a_kept[t].to(ref.dtype)

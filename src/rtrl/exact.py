@@ -50,27 +50,31 @@ from rtrl.recycle import recycler
 from rtrl.state import RecurrentState, Sensitivities  # noqa: F401 (re-exported: rtrl.exact.RecurrentState)
 
 
-def scan(cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def scan(
+    cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor], with_prev: bool = True
+) -> tuple[Optional[Tensor], Tensor]:
     """Run the recurrence without gradients: ``p (T,B,K,N)``, ``c0 (B,N)``, ``keep (T,B)|None``.
 
-    Returns ``c_prev (T,B,N)`` (the state each step saw, after resets) and ``c (T,B,N)``.
+    Returns ``c_prev (T,B,N)`` (the state each step saw, after resets; ``None`` unless
+    ``with_prev``) and ``c (T,B,N)``. The states go into one ``(T+1, B, N)`` buffer, so that without
+    resets ``c_prev`` and ``c`` are two views of it and nothing is copied after the loop.
     """
+    T, B, _, N = p.shape
     theta = cell.weight_hh.detach()
     linear = cell.linear_terms(p, theta)  # (a, b) of c = a ⊙ c_prev + b, or None
-    c_all = c0.new_empty(p.shape[0], p.shape[1], p.shape[3])
-    c = c0
-    for t in range(p.shape[0]):
+    states = c0.new_empty(T + 1, B, N)
+    states[0] = c0
+    kept = c0.new_empty(T, B, N) if keep is not None and with_prev else None  # c_{t-1} ⊙ keep_t
+    for t in range(T):
+        c = states[t]
         if keep is not None:
-            c = c * keep[t, :, None]
+            c = torch.mul(c, keep[t, :, None], out=None if kept is None else kept[t])
         if linear is None:
-            c_all[t] = cell.step(c, p[t], theta)
+            states[t + 1] = cell.step(c, p[t], theta)
         else:
-            torch.addcmul(linear[1][t], linear[0], c, out=c_all[t])
-        c = c_all[t]
-    c_prev_all = torch.cat((c0.unsqueeze(0), c_all[:-1]))
-    if keep is not None:
-        c_prev_all *= keep[:, :, None]
-    return c_prev_all, c_all
+            torch.addcmul(linear[1][t], linear[0], c, out=states[t + 1])
+    c_prev = states[:-1] if keep is None else kept
+    return (c_prev if with_prev else None), states[1:]
 
 
 def _flush_floor(dtype: torch.dtype) -> float:
@@ -181,6 +185,31 @@ def _conj(a: Tensor) -> Tensor:
     return shared.conj().resolve_conj().expand_as(a) if shared.shape != a.shape else a.conj().resolve_conj()
 
 
+def _carry_in_grads(s_w: Tensor, s_b: Tensor, e: Tensor, K: int, complex_input: bool) -> tuple[Tensor, Tensor]:
+    """The carry-in terms ``Σ_b Re(conj(e_b) ⊙ S_0[b])`` of ``∇weight_ih (K*N, D)`` and ``∇bias``.
+
+    ``s_w (B, D, M)``, ``s_b (B, M)``, ``e = ∂L/∂c_0 (B, N)``. Stream by stream into one ``(D, M)``
+    accumulator: one read of ``S_0`` and no temporary of its size (a whole multiply then a sum over
+    streams was ~1.6x slower; a batched GEMM over units slower still). For a ``complex_input``
+    cell (only the ``re`` gate stored), ``Z = Σ_b conj(e_b) ⊙ S_0[b]`` and
+    ``∇(W_re, W_im) = (Re Z, −Im Z)``.
+    """
+    B = s_w.shape[0]
+    if complex_input:
+        e_bar = e.conj().unsqueeze(1)
+        z = s_w[0] * e_bar[0]
+        for b in range(1, B):
+            z.addcmul_(s_w[b], e_bar[b])
+        z_b = (s_b * e_bar.squeeze(1)).sum(0)
+        return torch.cat((z.real, -z.imag), 1).t(), torch.cat((z_b.real, -z_b.imag))
+    e = e.repeat(1, K)
+    s_r, e_r = _real_pairs(s_w), _real_pairs(e)  # Re(conj(e) S) on real views
+    acc = s_r.new_zeros(s_r.shape[1:])
+    for b in range(B):
+        acc.addcmul_(s_r[b], e_r[b])
+    return (acc.sum(-1) if s_w.is_complex() else acc).t(), _re_conj_mul(e, s_b).sum(0)
+
+
 class _ExactElementwise(torch.autograd.Function):
     """See the module docstring. Inputs after ``cell``:
 
@@ -193,7 +222,6 @@ class _ExactElementwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, p, x, c0, keep, theta, weight, bias, s_w, s_b, s_theta, through_time):
-        T, B, K, N = p.shape
         c_prev, c = scan(cell, p, c0, keep)
         a, u, v = cell.local_derivatives(c_prev, p, theta)
         a_kept = a if keep is None else a * keep[:, :, None]  # a reset before step t cuts δ and Λ there
@@ -225,7 +253,7 @@ class _ExactElementwise(torch.autograd.Function):
             a, u, v, s_w, s_b, s_theta = ctx.saved_tensors
         else:
             a, u, v = ctx.saved_tensors
-        T, B, K, N = u.shape
+        T, K = u.shape[0], u.shape[2]
         if g is None:
             g = torch.zeros_like(a)
         carry_in = None
@@ -242,26 +270,8 @@ class _ExactElementwise(torch.autograd.Function):
         grad_p = _re_conj_mul(u, delta_k)
         grad_theta = _re_conj_mul(v, delta_k).sum((0, 1))
         grad_w = grad_b = None
-        if ctx.tracked and ctx.complex_input:
-            # Z = Σ_b conj(e_b) ⊙ S_0[b]; ∇(W_re, W_im) = (Re Z, −Im Z). Stream by stream into one
-            # (D, N) accumulator: one read of S_0 and no temporary of its size (a whole multiply
-            # then a sum over streams was ~1.6x slower; a batched GEMM over units slower still).
-            e_bar = carry_in.conj().unsqueeze(1)
-            z = s_w[0] * e_bar[0]
-            for b in range(1, B):
-                z.addcmul_(s_w[b], e_bar[b])
-            grad_w = torch.cat((z.real, -z.imag), 1).t()
-            z_b = (s_b * e_bar.squeeze(1)).sum(0)
-            grad_b = torch.cat((z_b.real, -z_b.imag))
-        elif ctx.tracked:
-            e = carry_in.repeat(1, K)
-            # Σ_b Re(conj(e_b) ⊙ S_0[b]), stream by stream on real views: no big temporary
-            s_r, e_r = _real_pairs(s_w), _real_pairs(e)
-            grad_w = s_r.new_zeros(s_r.shape[1:])
-            for b in range(B):
-                grad_w.addcmul_(s_r[b], e_r[b])
-            grad_w = (grad_w.sum(-1) if s_w.is_complex() else grad_w).t()
-            grad_b = _re_conj_mul(e, s_b).sum(0)
+        if ctx.tracked:
+            grad_w, grad_b = _carry_in_grads(s_w, s_b, carry_in, K, ctx.complex_input)
         if ctx.tracked:
             grad_theta = grad_theta + _re_conj_mul(carry_in.unsqueeze(1), s_theta).sum(0)
         return None, grad_p, None, carry_in, None, grad_theta, grad_w, grad_b, None, None, None, None

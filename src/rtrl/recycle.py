@@ -52,7 +52,7 @@ class Recycler:
             return out
 
 
-_RECYCLERS: "weakref.WeakKeyDictionary[object, Recycler]" = weakref.WeakKeyDictionary()
+_RECYCLERS: weakref.WeakKeyDictionary[object, Recycler] = weakref.WeakKeyDictionary()
 
 
 def recycler(owner: object) -> Recycler:
