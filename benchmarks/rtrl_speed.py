@@ -186,6 +186,33 @@ def carry_gemm(module, x):
     return lambda: torch.bmm(xt, factors)
 
 
+def carry_floor(module, x):
+    """What any exact RTRL of this form must add to truncated BPTT, alone: the GEMM, the update
+    ``S_T = Λ_0 ⊙ S_0 + GEMM`` into a reused block (one read of ``S_0``, one write of ``S_T``) and
+    the carry-in ``Σ_b e_b ⊙ S_0[b]`` of backward (a second read of ``S_0``), on random factors of
+    the module's shapes, with the engine's own routines. Returns a function that runs it once
+    (``None`` for an engine without these routines, e.g. an older checkout)."""
+    try:
+        from rtrl.exact import _add_outer_sum_, _carry_in_grads
+    except ImportError:
+        return None
+    T, B, _ = x.shape
+    cell = module.cell
+    s_w, s_b, _ = (torch.randn_like(s) for s in module.initial_state(B, sensitivities=True).sensitivities)
+    shared = cell.linear_terms(torch.zeros(1, 1, cell.num_gates, cell.hidden_size), cell.weight_hh) is not None
+    lu = torch.randn(T, 1 if shared else B, s_w.shape[-1], dtype=s_w.dtype)  # an LTI cell's Λu is shared
+    lam0 = torch.randn(1 if shared else B, 1, s_w.shape[-1], dtype=s_w.dtype)
+    e = torch.randn(B, cell.hidden_size, dtype=s_w.dtype)
+    out, xd = torch.empty_like(s_w), x.detach()
+
+    def run():
+        torch.mul(s_w, lam0, out=out)
+        _add_outer_sum_(out, xd, lu)
+        _carry_in_grads(s_w, s_b, e, cell.num_gates, cell.complex_input)
+
+    return run
+
+
 def peak_memory(method, n, d, b, t, device, malloc) -> float:
     """Peak memory rise (MB) over two segments, measured in a fresh process."""
     cmd = [sys.executable, __file__, "--peak-of", method, str(n), str(d), str(b), str(t), "--device", device,
@@ -269,7 +296,7 @@ def main() -> None:
         print(f"\nmodules as a user calls them (zero_grad, state carried, loss = sum y^2), "
               f"x {'with' if args.input_grad else 'without'} gradient, allocator {'tuned' if tuned else 'default'}")
         print(f"{'cell':>10} {'N':>4} {'T':>4} | {'b_chunked':>11} {'c_tbptt':>11} {'carry_gemm':>11} "
-              f"|   b/c (c+gemm)/c")
+              f"{'floor':>11} |   b/c (c+gemm)/c (c+floor)/c")
         # --input-grad: x needs a gradient, as for a layer above a stem (R2AC); both rules add ∇x
         x = torch.randn(t, b, d, device=args.device, requires_grad=args.input_grad)
         runs = {}
@@ -279,11 +306,15 @@ def main() -> None:
                 m = MODULES[name](d, n, learning=rule).to(args.device)
                 runs[name, rule] = as_a_user(m, x, rule)
             runs[name, "gemm"] = carry_gemm(m, x)
+            floor = carry_floor(m, x) if args.device == "cpu" else None
+            if floor is not None:
+                runs[name, "floor"] = floor
         med = time_runs(runs, reps, args.device)
         for name in cells:
             rt, bp, gemm = med[name, "rtrl"], med[name, "bptt"], med[name, "gemm"]
-            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms {gemm * 1e3:9.1f}ms | "
-                  f"{rt / bp:5.2f} {(bp + gemm) / bp:9.2f}")
+            floor = med.get((name, "floor"), float("nan"))
+            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms {gemm * 1e3:9.1f}ms "
+                  f"{floor * 1e3:9.1f}ms | {rt / bp:5.2f} {(bp + gemm) / bp:9.2f} {(bp + floor) / bp:11.2f}")
 
     if args.inference:
         inference_table(args.device, reps)

@@ -36,6 +36,13 @@ reverse scan runs with ``conj(a)``: ``δ_t = g_t + conj(a_{t+1}) ⊙ δ_{t+1}``.
 
 ``through_time=False`` is the "spatial" rule: ``c_{t-1}`` is a constant at every step, so
 ``δ_t = g_t`` (no scan), no carry terms and no gradient into ``c_0``.
+
+What keeps it fast on a CPU (measured in docs/benchmarks.md): carry factors ``Λ`` flushed to 0
+below ``tiny/eps²`` (:func:`_flush_floor`), so that no subnormal number reaches the GEMM; for a
+linear time-invariant cell ``Λ`` as powers of one vector per unit; ``S_T`` written into a
+recycled block (:mod:`rtrl.recycle`) by one product and one accumulating GEMM. What is left
+beyond truncated BPTT is mostly that GEMM and two passes over the carried ``S^W``, one in each
+direction: the floor of this algorithm, which ``benchmarks/rtrl_speed.py`` times alone.
 """
 
 from __future__ import annotations

@@ -22,8 +22,13 @@ import torch
 from torch import Tensor
 
 
+# How many holders a storage has (tensors and views on it, saved tensors, our own reference). A
+# private PyTorch function: without it (another PyTorch version) blocks are simply not recycled.
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
 def _use_count(storage: torch.UntypedStorage) -> int:
-    return torch._C._storage_Use_Count(storage._cdata)
+    return _storage_use_count(storage._cdata)
 
 
 class Recycler:
@@ -36,7 +41,7 @@ class Recycler:
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         """An uninitialised contiguous tensor, in a recycled block when one is free."""
-        if device.type != "cpu":
+        if device.type != "cpu" or _storage_use_count is None:
             return torch.empty(shape, dtype=dtype, device=device)
         nbytes = torch.Size(shape).numel() * dtype.itemsize
         with self.lock:  # two threads must not take the same free block
