@@ -7,16 +7,27 @@
   (d) torch.nn.LSTM with truncated BPTT, same N, for reference.
 
 All run on the same inputs in one process, interleaved rep by rep, and the script prints the
-ratios a/b and b/c from the medians. A second table does (b) against (c) for other cells of
-``rtrl.nn.MODULES`` (``--cells``, default the LRU and the RTU) at ``--cell-size`` (hidden_size;
-the RTU's ``hidden_size/2`` complex units give ``hidden_size`` features), and times alone the
-one GEMM that exact RTRL adds (the carry-out): ``(c + gemm)/c`` is the ratio RTRL would have if
-that GEMM were all its extra work, a floor for this algorithm. Peak memory is the rise of the process's peak resident set
-(CPU; each method in a fresh subprocess) or of torch.cuda.max_memory_allocated (CUDA).
+ratios a/b and b/c from the medians.
+
+A second table (the bar of issue 16) times every module of ``rtrl.nn.MODULES`` (``--cells``) *as
+a user calls it*: ``m = MODULES[name](D, N, learning=rule)``, then per segment ``m.zero_grad()``
+(its default, ``set_to_none``), ``y, state = m(x, state)`` with the state carried from the previous
+segment (detached for truncated BPTT), ``loss = (y**2).sum()``, ``loss.backward()``; exact RTRL
+against the same module's truncated BPTT, interleaved rep by rep. It also times alone the one
+GEMM that exact RTRL adds (the carry-out): ``(c + gemm)/c`` is the ratio RTRL would have if that
+GEMM were all its extra work, a floor for this algorithm. ``--cell-size`` is ``hidden_size`` (the
+RTU's ``hidden_size/2`` complex units give ``hidden_size`` features).
+
+A third table (``--inference``) times the actors' path: one step (``T = 1``) under
+``torch.no_grad()`` with a state without sensitivities, for each module and for
+``rtrl.rl.agent.Agent.act``, at N = 64 and B in {16, 128, 512}, on one thread (the trainers'
+default). Peak memory is the rise of the process's peak resident set (CPU; each method in a
+fresh subprocess) or of torch.cuda.max_memory_allocated (CUDA).
 
     python benchmarks/rtrl_speed.py            # the paper's RL sizes: N in {256, 512}, T in {50, 100}
     python benchmarks/rtrl_speed.py --quick    # one small size, a few reps
-    python benchmarks/rtrl_speed.py --no-elstm --no-memory --reps 5   # the cells table alone
+    python benchmarks/rtrl_speed.py --no-elstm --no-memory --reps 15   # the modules table alone (the bar)
+    python benchmarks/rtrl_speed.py --no-elstm --no-memory --cells '' --inference   # the actors' path
 """
 
 from __future__ import annotations
@@ -147,6 +158,23 @@ def time_runs(runs, reps, device):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def as_a_user(module, x, rule: str):
+    """One segment after another as a user runs them: returns a function that runs the next one.
+
+    ``zero_grad()`` with its default, the state carried over (detached for truncated BPTT),
+    ``loss = Σ y²``, ``backward()``."""
+    holder = [module.initial_state(x.shape[1])]
+
+    def run():
+        module.zero_grad()
+        state = holder[0] if rule == "rtrl" else holder[0].detach()
+        y, holder[0] = module(x, state)
+        loss = (y**2).sum()
+        loss.backward()
+
+    return run
+
+
 def carry_gemm(module, x):
     """The one GEMM exact RTRL adds to truncated BPTT, alone: the carry-out ``Σ_t x_t ⊗ (Λ_t u_t)``
     per stream, ``(B, D, T) @ (B, T, M)`` with ``M`` the real width of the carried ``S^W``
@@ -156,6 +184,33 @@ def carry_gemm(module, x):
     xt = x.detach().permute(1, 2, 0)
     factors = torch.randn(x.shape[0], x.shape[1], width, device=x.device, dtype=x.dtype).transpose(0, 1)
     return lambda: torch.bmm(xt, factors)
+
+
+def carry_floor(module, x):
+    """What any exact RTRL of this form must add to truncated BPTT, alone: the GEMM, the update
+    ``S_T = Λ_0 ⊙ S_0 + GEMM`` into a reused block (one read of ``S_0``, one write of ``S_T``) and
+    the carry-in ``Σ_b e_b ⊙ S_0[b]`` of backward (a second read of ``S_0``), on random factors of
+    the module's shapes, with the engine's own routines. Returns a function that runs it once
+    (``None`` for an engine without these routines, e.g. an older checkout)."""
+    try:
+        from rtrl.exact import _add_outer_sum_, _carry_in_grads
+    except ImportError:
+        return None
+    T, B, _ = x.shape
+    cell = module.cell
+    s_w, s_b, _ = (torch.randn_like(s) for s in module.initial_state(B, sensitivities=True).sensitivities)
+    shared = cell.linear_terms(torch.zeros(1, 1, cell.num_gates, cell.hidden_size), cell.weight_hh) is not None
+    lu = torch.randn(T, 1 if shared else B, s_w.shape[-1], dtype=s_w.dtype)  # an LTI cell's Λu is shared
+    lam0 = torch.randn(1 if shared else B, 1, s_w.shape[-1], dtype=s_w.dtype)
+    e = torch.randn(B, cell.hidden_size, dtype=s_w.dtype)
+    out, xd = torch.empty_like(s_w), x.detach()
+
+    def run():
+        torch.mul(s_w, lam0, out=out)
+        _add_outer_sum_(out, xd, lu)
+        _carry_in_grads(s_w, s_b, e, cell.num_gates, cell.complex_input)
+
+    return run
 
 
 def peak_memory(method, n, d, b, t, device, malloc) -> float:
@@ -200,13 +255,15 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-elstm", action="store_true", help="skip the eLSTM table (a-d)")
-    ap.add_argument("--cells", default="lru,rtu", help="comma-separated rtrl.nn.MODULES for the (b)/(c) table, "
-                    "or '' for none")
+    ap.add_argument("--cells", default=",".join(MODULES), help="comma-separated rtrl.nn.MODULES for the "
+                    "modules table (exact RTRL vs the same module's truncated BPTT, as a user calls them), or ''")
     ap.add_argument("--cell-size", type=int, default=512, help="hidden_size of the cells table")
     ap.add_argument("--input-grad", action="store_true", help="cells table: x requires grad (a layer above others)")
     ap.add_argument("--cell-steps", type=int, default=100, help="segment length T of the cells table")
-    ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
-                    help="tuned: rtrl.utils.tune_cpu_allocator() for every method (CPU); default: glibc as is")
+    ap.add_argument("--malloc", choices=("tuned", "default"), default="default",
+                    help="tuned: rtrl.utils.tune_cpu_allocator() for every method (CPU); default: glibc as is "
+                    "(what a user gets, and what the bar is measured with)")
+    ap.add_argument("--inference", action="store_true", help="time the actors' path (T=1, no_grad, N=64)")
     ap.add_argument("--peak-of", nargs=5, help=argparse.SUPPRESS)  # internal: one memory probe
     args = ap.parse_args()
     tuned = args.malloc == "tuned" and tune_cpu_allocator()
@@ -236,9 +293,10 @@ def main() -> None:
     cells = [c for c in args.cells.split(",") if c]
     if cells:
         n, t = args.cell_size, args.cell_steps
-        print(f"\ncells, x {'with' if args.input_grad else 'without'} gradient")
+        print(f"\nmodules as a user calls them (zero_grad, state carried, loss = sum y^2), "
+              f"x {'with' if args.input_grad else 'without'} gradient, allocator {'tuned' if tuned else 'default'}")
         print(f"{'cell':>10} {'N':>4} {'T':>4} | {'b_chunked':>11} {'c_tbptt':>11} {'carry_gemm':>11} "
-              f"|   b/c (c+gemm)/c")
+              f"{'floor':>11} |   b/c (c+gemm)/c (c+floor)/c")
         # --input-grad: x needs a gradient, as for a layer above a stem (R2AC); both rules add ∇x
         x = torch.randn(t, b, d, device=args.device, requires_grad=args.input_grad)
         runs = {}
@@ -246,13 +304,63 @@ def main() -> None:
             for rule in ("rtrl", "bptt"):
                 torch.manual_seed(0)
                 m = MODULES[name](d, n, learning=rule).to(args.device)
-                runs[name, rule] = functools.partial(one_segment, rule, m, x, m.initial_state(b))
+                runs[name, rule] = as_a_user(m, x, rule)
             runs[name, "gemm"] = carry_gemm(m, x)
+            floor = carry_floor(m, x) if args.device == "cpu" else None
+            if floor is not None:
+                runs[name, "floor"] = floor
         med = time_runs(runs, reps, args.device)
         for name in cells:
             rt, bp, gemm = med[name, "rtrl"], med[name, "bptt"], med[name, "gemm"]
-            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms {gemm * 1e3:9.1f}ms | "
-                  f"{rt / bp:5.2f} {(bp + gemm) / bp:9.2f}")
+            floor = med.get((name, "floor"), float("nan"))
+            print(f"{name:>10} {n:>4} {t:>4} | {rt * 1e3:9.1f}ms {bp * 1e3:9.1f}ms {gemm * 1e3:9.1f}ms "
+                  f"{floor * 1e3:9.1f}ms | {rt / bp:5.2f} {(bp + gemm) / bp:9.2f} {(bp + floor) / bp:11.2f}")
+
+    if args.inference:
+        inference_table(args.device, reps)
+
+
+def inference_table(device: str, reps: int, n: int = 64, d: int = 65, calls: int = 200) -> None:
+    """Microseconds per call of the actors' path: one step under ``no_grad``, no sensitivities."""
+    from rtrl.rl.agent import Agent
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    batches = (16, 128, 512)
+    runs = {}
+    for b in batches:
+        x = torch.randn(1, b, d, device=device)
+        for name, cls in MODULES.items():
+            torch.manual_seed(0)
+            m = cls(d, n, learning="rtrl").to(device)
+            runs[name, b] = _steps(lambda s, m=m, x=x: m(x, s)[1], m.initial_state(b, sensitivities=False), calls)
+        for core in ("rtrl-elstm", "rtrl-lru", "rtrl-rtu"):
+            torch.manual_seed(0)
+            agent = Agent((4,), 4, core=core, hidden_size=n).to(device)
+            obs, rew = torch.randn(b, 4, device=device), torch.zeros(b, device=device)
+            done = torch.zeros(b, dtype=torch.bool, device=device)
+            runs[f"act {core}", b] = _steps(lambda s, a=agent, o=obs, r=rew, dn=done: a.act(o, r, dn, s)[2],
+                                            agent.initial_state(b, learner=False), calls)
+    med = time_runs(runs, reps, device)
+    torch.set_num_threads(threads)
+    print(f"\ninference (actors): one step, no_grad, no sensitivities, N={n}, module D={d}, 1 thread; "
+          f"microseconds per call, median of {reps} reps of {calls} calls")
+    names = list(dict.fromkeys(k for k, _ in runs))
+    print(f"{'':>16} | " + " ".join(f"{'B=' + str(b):>8}" for b in batches))
+    for name in names:
+        print(f"{name:>16} | " + " ".join(f"{med[name, b] / calls * 1e6:8.1f}" for b in batches))
+
+
+def _steps(step, state, calls: int):
+    """A function that runs ``state = step(state)`` ``calls`` times under ``no_grad``."""
+    holder = [state]
+
+    def run():
+        with torch.no_grad():
+            for _ in range(calls):
+                holder[0] = step(holder[0])
+
+    return run
 
 
 if __name__ == "__main__":

@@ -36,6 +36,13 @@ reverse scan runs with ``conj(a)``: ``δ_t = g_t + conj(a_{t+1}) ⊙ δ_{t+1}``.
 
 ``through_time=False`` is the "spatial" rule: ``c_{t-1}`` is a constant at every step, so
 ``δ_t = g_t`` (no scan), no carry terms and no gradient into ``c_0``.
+
+What keeps it fast on a CPU (measured in docs/benchmarks.md): carry factors ``Λ`` flushed to 0
+below ``tiny/eps²`` (:func:`_flush_floor`), so that no subnormal number reaches the GEMM; for a
+linear time-invariant cell ``Λ`` as powers of one vector per unit; ``S_T`` written into a
+recycled block (:mod:`rtrl.recycle`) by one product and one accumulating GEMM. What is left
+beyond truncated BPTT is mostly that GEMM and two passes over the carried ``S^W``, one in each
+direction: the floor of this algorithm, which ``benchmarks/rtrl_speed.py`` times alone.
 """
 
 from __future__ import annotations
@@ -46,49 +53,92 @@ import torch
 from torch import Tensor
 
 from rtrl.cells.base import ElementwiseCell
+from rtrl.recycle import recycler
 from rtrl.state import RecurrentState, Sensitivities  # noqa: F401 (re-exported: rtrl.exact.RecurrentState)
 
 
-def scan(cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def scan(
+    cell: ElementwiseCell, p: Tensor, c0: Tensor, keep: Optional[Tensor], with_prev: bool = True
+) -> tuple[Optional[Tensor], Tensor]:
     """Run the recurrence without gradients: ``p (T,B,K,N)``, ``c0 (B,N)``, ``keep (T,B)|None``.
 
-    Returns ``c_prev (T,B,N)`` (the state each step saw, after resets) and ``c (T,B,N)``.
+    Returns ``c_prev (T,B,N)`` (the state each step saw, after resets; ``None`` unless
+    ``with_prev``) and ``c (T,B,N)``. The states go into one ``(T+1, B, N)`` buffer, so that without
+    resets ``c_prev`` and ``c`` are two views of it and nothing is copied after the loop.
     """
+    T, B, _, N = p.shape
     theta = cell.weight_hh.detach()
     linear = cell.linear_terms(p, theta)  # (a, b) of c = a ⊙ c_prev + b, or None
-    c_all = c0.new_empty(p.shape[0], p.shape[1], p.shape[3])
-    c = c0
-    for t in range(p.shape[0]):
+    states = c0.new_empty(T + 1, B, N)
+    states[0] = c0
+    kept = c0.new_empty(T, B, N) if keep is not None and with_prev else None  # c_{t-1} ⊙ keep_t
+    for t in range(T):
+        c = states[t]
         if keep is not None:
-            c = c * keep[t, :, None]
+            c = torch.mul(c, keep[t, :, None], out=None if kept is None else kept[t])
         if linear is None:
-            c_all[t] = cell.step(c, p[t], theta)
+            states[t + 1] = cell.step(c, p[t], theta)
         else:
-            torch.addcmul(linear[1][t], linear[0], c, out=c_all[t])
-        c = c_all[t]
-    c_prev_all = torch.cat((c0.unsqueeze(0), c_all[:-1]))
-    if keep is not None:
-        c_prev_all *= keep[:, :, None]
-    return c_prev_all, c_all
+            torch.addcmul(linear[1][t], linear[0], c, out=states[t + 1])
+    c_prev = states[:-1] if keep is None else kept
+    return (c_prev if with_prev else None), states[1:]
 
 
-def _carry_factors(a: Tensor) -> tuple[Tensor, Tensor]:
-    """``Λ_t = Π_{r=t+1..T} a_r`` for ``t = 1..T`` ``(T,B,N)`` and ``Λ_0`` ``(B,N)``.
+def _flush_floor(dtype: torch.dtype) -> float:
+    """Carry factors of magnitude below ``tiny / eps²`` of ``dtype`` are set to 0 (8e-25 in float32,
+    5e-277 in float64). A product of many factors ``|a| < 1`` underflows through the subnormal
+    numbers, which x86 CPUs handle in microcode, ~100x slower, and the carry-out GEMM reads every
+    factor ``D`` times: at B = 32, N = 512, T = 100 it ran in 340 ms instead of 15 ms. A factor this
+    small scales its term by less than ``10⁻²⁴`` (float32), far below rounding, and in float64 the
+    floor is invisible. Flushing before each multiply keeps every product by an ``|a| ≥ eps²`` normal."""
+    info = torch.finfo(dtype)
+    return info.tiny / info.eps**2
 
-    A reverse loop of small in-cache products: faster here than flip/cumprod/flip over ``(T,B,N)``.
-    When ``a`` is one vector broadcast over time and streams (a linear time-invariant cell such as
-    the LRU or RTU, in a segment without resets), ``Λ_t = a^{T-t}``: the powers are computed once
-    per unit and broadcast, not once per stream.
+
+def _flushed(z: Tensor, floor: float) -> Tensor:
+    """``z`` with the real numbers (complex: each part) of magnitude below ``floor`` set to 0. One
+    ``hardshrink``: a comparison, where ``abs`` of a complex subnormal would itself be slow."""
+    if z.is_complex():
+        return torch.view_as_complex(torch.hardshrink(torch.view_as_real(z), floor))
+    return torch.hardshrink(z, floor)
+
+
+def _shared(z: Tensor) -> Tensor:
+    """``z (T, B, ...)`` without the dims it is only broadcast along (stride 0): ``(T|1, B|1, ...)``.
+
+    A linear time-invariant cell's ``a`` and ``u`` are one vector for every step and stream."""
+    for dim in (0, 1):
+        if z.shape[dim] > 1 and z.stride(dim) == 0:
+            z = z.narrow(dim, 0, 1)
+    return z
+
+
+def _carry_factors(a: Tensor, keep: Optional[Tensor], a_kept: Tensor) -> tuple[Tensor, Tensor]:
+    """``Λ_t = Π_{r=t+1..T} keep_r a_r`` for ``t = 1..T`` and ``Λ_0``, flushed (:func:`_flush_floor`).
+
+    ``a (T, B, N)`` without resets, ``keep (T, B)|None``, ``a_kept = keep ⊙ a``. Returns
+    ``(T, B|1, N)`` and ``(B|1, N)``.
+    When ``a`` is one vector for all steps and streams (a linear time-invariant cell: the LRU, the
+    RTU, the diagonal RNN), ``Λ_t = a^{T-t}`` times ``Π_{r>t} keep_r``: the powers are computed once
+    per unit, the resets once per stream, and without resets ``Λ`` is shared by all streams.
+    Otherwise a reverse loop of small in-cache products (faster here than flip/cumprod/flip).
     """
-    if a.shape[0] > 1 and a.stride(0) == 0 and a.stride(1) == 0:
-        powers = torch.cumprod(a[:, :1], 0)  # a^1 .. a^T, (T, 1, N)
-        lam = torch.cat((powers[:-1].flip(0), torch.ones_like(powers[:1])))
-        return lam.expand_as(a), powers[-1].expand_as(a[0])
-    lam = torch.empty_like(a)
+    floor, T = _flush_floor(a.dtype), a.shape[0]
+    lti = _shared(a)
+    if lti.shape[:2] == (1, 1):
+        powers = _flushed(torch.cumprod(lti[0].expand(T, -1), 0), floor)  # a^1 .. a^T, (T, N)
+        lam = torch.cat((powers[:-1].flip(0), torch.ones_like(powers[:1]))).unsqueeze(1)
+        lam0 = powers[-1:]
+        if keep is not None:
+            kept = keep.flip(0).cumprod(0).flip(0)  # Π_{r≥t} keep_r, (T, B)
+            lam = lam * torch.cat((kept[1:], torch.ones_like(kept[:1])))[:, :, None]
+            lam0 = lam0 * kept[0][:, None]
+        return lam, lam0
+    lam = torch.empty_like(a_kept)
     lam[-1] = 1
-    for t in range(a.shape[0] - 1, 0, -1):
-        torch.mul(lam[t], a[t], out=lam[t - 1])
-    return lam, lam[0] * a[0]
+    for t in range(T - 1, 0, -1):
+        torch.mul(_flushed(lam[t], floor), a_kept[t], out=lam[t - 1])
+    return lam, _flushed(lam[0], floor) * a_kept[0]
 
 
 def _time_sum_of_products(a: Tensor, b: Tensor, chunk: int = 16) -> Tensor:
@@ -115,15 +165,56 @@ def _re_conj_mul(z: Tensor, w: Tensor) -> Tensor:
     return torch.addcmul(zr[..., 0] * wr[..., 0], zr[..., 1], wr[..., 1])
 
 
-def _outer_sum(xt: Tensor, z: Tensor) -> Tensor:
-    """``Σ_t x_t ⊗ z_t`` per stream: ``xt (B, D, T)`` real, ``z (T, B, M)`` -> ``(B, D, M)``.
+def _real_columns(z: Tensor) -> Tensor:
+    """A complex ``(..., M)`` tensor as real ``(..., 2M)`` interleaved (re, im) columns, without a copy."""
+    return torch.view_as_real(z).flatten(-2) if z.is_complex() else z
 
-    Complex ``z`` runs as one real GEMM over its interleaved (re, im) columns, not a complex one.
+
+def _add_outer_sum_(out: Tensor, x: Tensor, z: Tensor) -> None:
+    """``out[b] += Σ_t x_t[b] ⊗ z_t[b]``: ``out (B, D, M)``, ``x (T, B, D)`` real, ``z (T, B|1, M)``.
+
+    Complex ``z`` (and ``out``) run as one real GEMM over interleaved (re, im) columns. A ``z``
+    shared by all streams (``B = 1``) makes it one 2-D GEMM over ``B·D`` rows, faster than ``B``
+    small ones. Accumulating into ``out`` (BLAS ``beta = 1``) reads it tile by tile inside the
+    GEMM, which costs less than a separate pass over the result.
     """
-    if not z.is_complex():
-        return torch.bmm(xt, z.transpose(0, 1))
-    zr = torch.view_as_real(z).flatten(-2)
-    return torch.view_as_complex(torch.bmm(xt, zr.transpose(0, 1)).unflatten(-1, (-1, 2)))
+    out_r, z_r = _real_columns(out), _real_columns(z)
+    T, B, D = x.shape
+    if z.shape[1] == 1:
+        out_r.view(B * D, -1).addmm_(x.reshape(T, B * D).t(), z_r[:, 0])
+    else:
+        out_r.baddbmm_(x.permute(1, 2, 0), z_r.transpose(0, 1))
+
+
+def _conj(a: Tensor) -> Tensor:
+    """``conj(a)`` materialised, keeping a broadcast (stride-0) ``a`` broadcast."""
+    shared = _shared(a)
+    return shared.conj().resolve_conj().expand_as(a) if shared.shape != a.shape else a.conj().resolve_conj()
+
+
+def _carry_in_grads(s_w: Tensor, s_b: Tensor, e: Tensor, K: int, complex_input: bool) -> tuple[Tensor, Tensor]:
+    """The carry-in terms ``Σ_b Re(conj(e_b) ⊙ S_0[b])`` of ``∇weight_ih (K*N, D)`` and ``∇bias``.
+
+    ``s_w (B, D, M)``, ``s_b (B, M)``, ``e = ∂L/∂c_0 (B, N)``. Stream by stream into one ``(D, M)``
+    accumulator: one read of ``S_0`` and no temporary of its size (a whole multiply then a sum over
+    streams was ~1.6x slower; a batched GEMM over units slower still). For a ``complex_input``
+    cell (only the ``re`` gate stored), ``Z = Σ_b conj(e_b) ⊙ S_0[b]`` and
+    ``∇(W_re, W_im) = (Re Z, −Im Z)``.
+    """
+    B = s_w.shape[0]
+    if complex_input:
+        e_bar = e.conj().unsqueeze(1)
+        z = s_w[0] * e_bar[0]
+        for b in range(1, B):
+            z.addcmul_(s_w[b], e_bar[b])
+        z_b = (s_b * e_bar.squeeze(1)).sum(0)
+        return torch.cat((z.real, -z.imag), 1).t(), torch.cat((z_b.real, -z_b.imag))
+    e = e.repeat(1, K)
+    s_r, e_r = _real_pairs(s_w), _real_pairs(e)  # Re(conj(e) S) on real views
+    acc = s_r.new_zeros(s_r.shape[1:])
+    for b in range(B):
+        acc.addcmul_(s_r[b], e_r[b])
+    return (acc.sum(-1) if s_w.is_complex() else acc).t(), _re_conj_mul(e, s_b).sum(0)
 
 
 class _ExactElementwise(torch.autograd.Function):
@@ -138,27 +229,26 @@ class _ExactElementwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, p, x, c0, keep, theta, weight, bias, s_w, s_b, s_theta, through_time):
-        T, B, K, N = p.shape
         c_prev, c = scan(cell, p, c0, keep)
         a, u, v = cell.local_derivatives(c_prev, p, theta)
-        if keep is not None:
-            a = a * keep[:, :, None]
+        a_kept = a if keep is None else a * keep[:, :, None]  # a reset before step t cuts δ and Λ there
         tracked = s_w is not None
         if tracked:
-            lam, lam0 = _carry_factors(a)
-            lam_k = lam.unsqueeze(2)
+            lam, lam0 = _carry_factors(a, keep, a_kept)
             u_s = u[:, :, :1] if cell.complex_input else u  # the gates whose sensitivities are stored
             ks = u_s.shape[2]
-            # S_T = Λ_0 ⊙ S_0 + Σ_t (Λ_t ⊙ u_t) ⊗ x_t: one batched GEMM over streams.
-            lu = (lam_k * u_s).reshape(T, B, ks * N)
+            lu = (lam.unsqueeze(2) * _shared(u_s)).flatten(2)  # Λ_t ⊙ u_t, (T, B|1, ks*N)
             lam0_k = lam0.repeat(1, ks)
-            s_w_out = _outer_sum(x.permute(1, 2, 0), lu).addcmul_(s_w, lam0_k.unsqueeze(1))
+            # S_T = Λ_0 ⊙ S_0 + Σ_t (Λ_t ⊙ u_t) ⊗ x_t: the product into a recycled block, then one
+            # GEMM accumulating into it (see rtrl.recycle for why the block is recycled).
+            s_w_out = recycler(cell).empty(s_w.shape, s_w.dtype, s_w.device)
+            torch.mul(s_w, lam0_k.unsqueeze(1), out=s_w_out)
+            _add_outer_sum_(s_w_out, x, lu)
             s_b_out = torch.addcmul(lu.sum(0), s_b, lam0_k)
             s_theta_out = _time_sum_of_products(lam.unsqueeze(2), v).addcmul_(s_theta, lam0.unsqueeze(1))
-            ctx.save_for_backward(a, u, v, s_w, s_b, s_theta)
         else:
             s_w_out = s_b_out = s_theta_out = p.new_empty(0)
-            ctx.save_for_backward(a, u, v)
+        ctx.save_for_backward(a_kept, u, v, *((s_w, s_b, s_theta) if tracked else ()))
         ctx.tracked, ctx.through_time, ctx.complex_input = tracked, through_time, cell.complex_input
         ctx.set_materialize_grads(False)  # the sensitivities get no gradient: skip zero-filling them
         ctx.mark_non_differentiable(s_w_out, s_b_out, s_theta_out)
@@ -170,12 +260,12 @@ class _ExactElementwise(torch.autograd.Function):
             a, u, v, s_w, s_b, s_theta = ctx.saved_tensors
         else:
             a, u, v = ctx.saved_tensors
-        T, B, K, N = u.shape
+        T, K = u.shape[0], u.shape[2]
         if g is None:
             g = torch.zeros_like(a)
         carry_in = None
         if ctx.through_time:
-            a_bar = a.conj().resolve_conj()  # the reverse scan of a complex-linear map runs with conj(a)
+            a_bar = _conj(a)  # the reverse scan of a complex-linear map runs with conj(a)
             delta = torch.empty_like(g)
             delta[T - 1] = g[T - 1]
             for t in range(T - 2, -1, -1):
@@ -187,26 +277,8 @@ class _ExactElementwise(torch.autograd.Function):
         grad_p = _re_conj_mul(u, delta_k)
         grad_theta = _re_conj_mul(v, delta_k).sum((0, 1))
         grad_w = grad_b = None
-        if ctx.tracked and ctx.complex_input:
-            # Z = Σ_b conj(e_b) ⊙ S_0[b]; ∇(W_re, W_im) = (Re Z, −Im Z). Stream by stream into one
-            # (D, N) accumulator: one read of S_0 and no temporary of its size (a whole multiply
-            # then a sum over streams was ~1.6x slower; a batched GEMM over units slower still).
-            e_bar = carry_in.conj().unsqueeze(1)
-            z = s_w[0] * e_bar[0]
-            for b in range(1, B):
-                z.addcmul_(s_w[b], e_bar[b])
-            grad_w = torch.cat((z.real, -z.imag), 1).t()
-            z_b = (s_b * e_bar.squeeze(1)).sum(0)
-            grad_b = torch.cat((z_b.real, -z_b.imag))
-        elif ctx.tracked:
-            e = carry_in.repeat(1, K)
-            # Σ_b Re(conj(e_b) ⊙ S_0[b]), stream by stream on real views: no big temporary
-            s_r, e_r = _real_pairs(s_w), _real_pairs(e)
-            grad_w = s_r.new_zeros(s_r.shape[1:])
-            for b in range(B):
-                grad_w.addcmul_(s_r[b], e_r[b])
-            grad_w = (grad_w.sum(-1) if s_w.is_complex() else grad_w).t()
-            grad_b = _re_conj_mul(e, s_b).sum(0)
+        if ctx.tracked:
+            grad_w, grad_b = _carry_in_grads(s_w, s_b, carry_in, K, ctx.complex_input)
         if ctx.tracked:
             grad_theta = grad_theta + _re_conj_mul(carry_in.unsqueeze(1), s_theta).sum(0)
         return None, grad_p, None, carry_in, None, grad_theta, grad_w, grad_b, None, None, None, None

@@ -110,7 +110,7 @@ class ElementwiseRNN(nn.Module):
             c0 = state.c
         if not needs_grad and state.sensitivities is None:
             with torch.no_grad():  # the cheap inference path: the scan alone
-                c = scan(cell, p, c0, keep)[1]
+                c = scan(cell, p, c0, keep, with_prev=False)[1]
             sens = None
         else:
             c, sens = exact_rtrl(cell, x, p, c0, keep, state.sensitivities,
@@ -129,7 +129,9 @@ class ElementwiseRNN(nn.Module):
         if isinstance(state, RecurrentState) and state.sensitivities is not None and self.learning != "rtrl":
             raise ValueError(f"the state carries RTRL sensitivities but {name} learns by {self.learning!r}; "
                              "use initial_state() of this module")
-        shapes = [e.shape[1:] for e in Sensitivities.zeros(self.cell, 0, device="meta")]
+        shapes = None  # (building them costs ~30 us: only when there are sensitivities to check)
+        if isinstance(state, RecurrentState) and state.sensitivities is not None:
+            shapes = [e.shape[1:] for e in Sensitivities.zeros(self.cell, 0, device="meta")]
         check_segment(name, x, self.input_size, self.cell.weight_ih, state, self.state_size, shapes, reset,
                       state_dtype=self.cell.state_dtype(x.dtype))
 

@@ -61,21 +61,17 @@ class LRUCell(ElementwiseCell):
         torch.nn.init.zeros_(self.bias)
         ring_init_(self.weight_hh, self.r_min, self.r_max, self.max_phase)
 
-    def _terms(self, p: Tensor, theta: Tensor) -> tuple:
-        """``λ``, ``γ``, ``dγ/dν``, ``exp(ν)``, ``exp(θ_log)`` (all ``(N,)``; ``γ``, ``dγ/dν`` are
-        ``None`` without normalisation) and the complex input ``q = p_re + i p_im`` ``(..., N)``."""
+    def _decay(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """``λ``, ``exp(ν)``, ``exp(θ_log)`` and ``γ`` (``None`` without normalisation), all ``(N,)``."""
         e_nu, phase = torch.exp(theta[0]), torch.exp(theta[1])
         lam = torch.polar(torch.exp(-e_nu), phase)
-        q = torch.complex(p[..., 0, :], p[..., 1, :])
-        if not self.normalise:
-            return lam, None, None, e_nu, phase, q
-        one_minus_r2 = -torch.expm1(-2 * e_nu)  # 1 − |λ|², accurate for |λ| near 1
-        gamma = torch.sqrt(one_minus_r2)
-        dgamma = (1 - one_minus_r2) * e_nu / gamma  # d/dν sqrt(1 − exp(−2 e^ν))
-        return lam, gamma, dgamma, e_nu, phase, q
+        # γ = sqrt(1 − |λ|²) = sqrt(1 − exp(−2 e^ν)), by expm1: accurate for |λ| near 1
+        gamma = torch.sqrt(-torch.expm1(-2 * e_nu)) if self.normalise else None
+        return lam, e_nu, phase, gamma
 
     def linear_terms(self, p: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        lam, gamma, _, _, _, q = self._terms(p, theta)
+        lam, _, _, gamma = self._decay(theta)
+        q = torch.complex(p[..., 0, :], p[..., 1, :])
         return lam, (q if gamma is None else gamma * q)
 
     def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
@@ -85,7 +81,7 @@ class LRUCell(ElementwiseCell):
     def local_derivatives(
         self, c_prev: Tensor, p: Tensor, theta: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        lam, gamma, dgamma, e_nu, phase, q = self._terms(p, theta)
+        lam, e_nu, phase, gamma = self._decay(theta)
         a = lam.expand_as(c_prev)
         scale = torch.ones_like(e_nu) if gamma is None else gamma
         u = torch.stack((torch.complex(scale, torch.zeros_like(scale)),
@@ -93,6 +89,7 @@ class LRUCell(ElementwiseCell):
         # ∂λ/∂ν = −exp(ν) λ and ∂λ/∂θ_log = i exp(θ_log) λ, each times c_prev: one broadcast product
         dlam = torch.stack((-e_nu * lam, lam * torch.complex(torch.zeros_like(phase), phase)))  # (2, N)
         v = c_prev.unsqueeze(-2) * dlam
-        if gamma is not None:
-            v[..., 0, :] += dgamma * q  # γ(ν) scales the input too
+        if gamma is not None:  # γ(ν) scales the input too: dγ/dν = |λ|² exp(ν) / γ
+            q = torch.complex(p[..., 0, :], p[..., 1, :])
+            v[..., 0, :] += (torch.exp(-2 * e_nu) * e_nu / gamma) * q
         return a, u, v
