@@ -192,28 +192,43 @@ def _conj(a: Tensor) -> Tensor:
     return shared.conj().resolve_conj().expand_as(a) if shared.shape != a.shape else a.conj().resolve_conj()
 
 
+_CHUNK_BYTES = 1 << 19  # streams are summed a cache-sized group at a time (measured: 256-768 KB alike)
+
+
+def _stream_groups(s: Tensor) -> range:
+    """Start indices of groups of streams of ``s (B, ...)`` whose block fits ``_CHUNK_BYTES``: one
+    stream at a time for the paper's sizes (1 MB a stream), dozens for small layers, where a
+    Python step per stream would cost more than the arithmetic."""
+    per_stream = s[0].numel() * s.element_size()
+    return range(0, s.shape[0], max(1, _CHUNK_BYTES // max(per_stream, 1)))
+
+
+def _weighted_stream_sum(s: Tensor, e: Tensor) -> Tensor:
+    """``Σ_b s[b] ⊙ e[b]``: ``s (B, D, M)``, ``e (B, 1, M)`` -> ``(D, M)``, group by group of streams
+    into one accumulator: one read of ``s`` and no temporary of its size (a whole multiply then a
+    sum over streams was ~1.6x slower at the paper's sizes; a batched GEMM over units slower still)."""
+    starts = _stream_groups(s)
+    step = starts.step
+    acc = (s[:step] * e[:step]).sum(0)
+    for b in starts[1:]:
+        acc += (s[b:b + step] * e[b:b + step]).sum(0)
+    return acc
+
+
 def _carry_in_grads(s_w: Tensor, s_b: Tensor, e: Tensor, K: int, complex_input: bool) -> tuple[Tensor, Tensor]:
     """The carry-in terms ``Σ_b Re(conj(e_b) ⊙ S_0[b])`` of ``∇weight_ih (K*N, D)`` and ``∇bias``.
 
-    ``s_w (B, D, M)``, ``s_b (B, M)``, ``e = ∂L/∂c_0 (B, N)``. Stream by stream into one ``(D, M)``
-    accumulator: one read of ``S_0`` and no temporary of its size (a whole multiply then a sum over
-    streams was ~1.6x slower; a batched GEMM over units slower still). For a ``complex_input``
-    cell (only the ``re`` gate stored), ``Z = Σ_b conj(e_b) ⊙ S_0[b]`` and
-    ``∇(W_re, W_im) = (Re Z, −Im Z)``.
+    ``s_w (B, D, M)``, ``s_b (B, M)``, ``e = ∂L/∂c_0 (B, N)``. For a ``complex_input`` cell (only
+    the ``re`` gate stored), ``Z = Σ_b conj(e_b) ⊙ S_0[b]`` and ``∇(W_re, W_im) = (Re Z, −Im Z)``.
     """
-    B = s_w.shape[0]
     if complex_input:
         e_bar = e.conj().unsqueeze(1)
-        z = s_w[0] * e_bar[0]
-        for b in range(1, B):
-            z.addcmul_(s_w[b], e_bar[b])
+        z = _weighted_stream_sum(s_w, e_bar)
         z_b = (s_b * e_bar.squeeze(1)).sum(0)
         return torch.cat((z.real, -z.imag), 1).t(), torch.cat((z_b.real, -z_b.imag))
     e = e.repeat(1, K)
     s_r, e_r = _real_pairs(s_w), _real_pairs(e)  # Re(conj(e) S) on real views
-    acc = s_r.new_zeros(s_r.shape[1:])
-    for b in range(B):
-        acc.addcmul_(s_r[b], e_r[b])
+    acc = _weighted_stream_sum(s_r, e_r.unsqueeze(1))
     return (acc.sum(-1) if s_w.is_complex() else acc).t(), _re_conj_mul(e, s_b).sum(0)
 
 
