@@ -204,9 +204,6 @@ def test_lru_ring_at_the_unit_circle_in_float64():
     assert cell.weight_hh.dtype == torch.float64 and torch.isfinite(cell.weight_hh).all()
 
 
-@pytest.mark.xfail(strict=True, reason="ring_init_ clamps |λ|² to 1 − 1e-12, which is 1.0 in float32 (the "
-                   "parameters' dtype at init): ν = log(−½ log 1) = −inf, so γ = 0 and dγ/dν = 0/0. Clamp to "
-                   "1 − torch.finfo(dtype).eps instead; remove this mark with that fix.")
 def test_lru_ring_at_the_unit_circle_gives_finite_parameters():
     assert torch.isfinite(LRUCell(4, 4, r_min=1.0, r_max=1.0).weight_hh).all()
 

@@ -221,9 +221,6 @@ def test_float32_lru_with_slow_units():
         assert rel_err(got[n].double(), ref[n]) < TOL_FLOAT32, n
 
 
-@pytest.mark.xfail(strict=True, reason="DiagonalLinearCell computes γ = sqrt(1 − λ²) and λ(1 − λ) by cancellation: "
-                   "in float32 a unit with ν ≳ 8 (λ > 0.9997) loses its digits and at ν ≳ 16 λ rounds to 1 (γ = 0). "
-                   "1 − λ = σ(−ν) and 1 − λ² = σ(−ν)(1 + σ(ν)) keep them; remove this mark with that fix.")
 def test_float32_diagonal_cell_with_very_slow_units():
     module64 = make_module("diagonal", seed=3, scale=1.0)
     with torch.no_grad():

@@ -37,9 +37,15 @@ class DiagonalLinearCell(ElementwiseCell):
         torch.nn.init.normal_(self.bias, std=0.1)
         torch.nn.init.uniform_(self.weight_hh, self.min_logit, self.max_logit)
 
+    @staticmethod
+    def _decay(nu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``λ = σ(ν)``, ``1 − λ = σ(−ν)`` and ``γ = sqrt((1 − λ)(1 + λ))``, without the cancellation
+        of ``1 − λ`` that loses a slow unit's digits in float32 (ν ≳ 8) and zeroes γ (ν ≳ 16)."""
+        lam, rest = torch.sigmoid(nu), torch.sigmoid(-nu)
+        return lam, rest, torch.sqrt(rest * (1 + lam))
+
     def linear_terms(self, p: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        lam = torch.sigmoid(theta[0])
-        gamma = torch.sqrt(1 - lam * lam)
+        lam, _, gamma = self._decay(theta[0])
         return lam, gamma * p[..., 0, :]
 
     def step(self, c_prev: Tensor, p: Tensor, theta: Tensor) -> Tensor:
@@ -49,9 +55,8 @@ class DiagonalLinearCell(ElementwiseCell):
     def local_derivatives(
         self, c_prev: Tensor, p: Tensor, theta: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        lam = torch.sigmoid(theta[0])
-        gamma = torch.sqrt(1 - lam * lam)
-        dlam = lam * (1 - lam)
+        lam, rest, gamma = self._decay(theta[0])
+        dlam = lam * rest
         dgamma = -lam * dlam / gamma
         a = lam.expand_as(c_prev)
         u = gamma.expand_as(c_prev).unsqueeze(-2)

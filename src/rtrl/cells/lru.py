@@ -28,8 +28,10 @@ def ring_init_(weight_hh: Tensor, r_min: float, r_max: float, max_phase: float) 
     the ring ``r_min ≤ |λ| ≤ r_max`` with phase uniform in ``[0, max_phase]``, as the paper's init."""
     with torch.no_grad():
         r2 = torch.empty_like(weight_hh[0]).uniform_(r_min**2, r_max**2)
-        # |λ|² = exp(−2 exp(ν)); clamp keeps ν finite when r2 hits 0 or 1 exactly
-        r2 = r2.clamp(1e-12, 1 - 1e-12)
+        # |λ|² = exp(−2 exp(ν)); the clamp keeps ν finite when r2 hits 0 or 1 exactly (in the
+        # parameters' dtype: 1 − 1e-12 is 1.0 in float32)
+        info = torch.finfo(r2.dtype)
+        r2 = r2.clamp(info.tiny, 1 - info.eps)
         weight_hh[0].copy_(torch.log(-0.5 * torch.log(r2)))
         phase = torch.empty_like(weight_hh[1]).uniform_(0, max_phase).clamp_min(1e-12)
         weight_hh[1].copy_(torch.log(phase))
