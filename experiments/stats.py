@@ -77,6 +77,9 @@ def frames_to(run_dir: Path, threshold: float) -> Optional[float]:
     return None
 
 
+LAUNCHER: list[str] = []  # a prefix for every job's command (e.g. ``nice``, ``srun``, a lock), set by --launcher
+
+
 def run_train(run_dir: Path, args: list[str], frames: int) -> Optional[dict]:
     """Run (or resume, or extend to ``frames``) one ``rtrl train`` job; None if it failed (printed)."""
     done = run_dir / "result.json"
@@ -87,7 +90,7 @@ def run_train(run_dir: Path, args: list[str], frames: int) -> Optional[dict]:
     if (run_dir / "config.json").exists():
         cmd.append("--resume")
     print(" ".join(cmd[3:]), flush=True)
-    out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run([*LAUNCHER, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if out.returncode != 0:
         print(f"FAILED ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}): "
               f"{' '.join(cmd[3:])}", flush=True)

@@ -34,7 +34,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats import fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train, curve  # noqa: E402
+import stats  # noqa: E402
+from stats import curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
 
 TASKS = {  # env: (frames, optimum of the return)
     "rtrl-Recall20-v0": (1_000_000, 1.0),
@@ -99,7 +100,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/promise"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--launcher", default="", help="a prefix for every run's command, e.g. 'nice -n 10'")
     args = ap.parse_args()
+    stats.LAUNCHER = args.launcher.split()
     if args.part == "sweep":
         frames = int(TASKS[SWEEP_TASK][0] * args.scale)
         for _, core, m in AGENTS:
