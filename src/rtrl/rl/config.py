@@ -162,18 +162,20 @@ class EnvSpec:
 
     obs_shape: tuple[int, ...]
     obs_dtype: torch.dtype  # torch.float32 for vectors, torch.uint8 for pixels
-    num_actions: int
+    num_actions: int  # continuous: the size of the action vector
+    continuous: bool = False  # Box actions (a Gaussian policy)
 
     @staticmethod
     def of(env) -> "EnvSpec":
         """The spec of a ``VecEnv``."""
-        return EnvSpec(tuple(env.obs_shape), torch.from_numpy(np.zeros(0, env.obs_dtype)).dtype, env.num_actions)
+        return EnvSpec(tuple(env.obs_shape), torch.from_numpy(np.zeros(0, env.obs_dtype)).dtype, env.num_actions,
+                       bool(getattr(env, "continuous", False)))
 
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
     """The agent ``cfg`` describes for ``env`` (a ``VecEnv`` or an :class:`EnvSpec`), on the CPU."""
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
-                  cfg.stem)
+                  cfg.stem, continuous=bool(getattr(env, "continuous", False)))
     if cfg.freeze_stem:
         agent.stem.requires_grad_(False)
     return agent

@@ -37,8 +37,11 @@ def _cat_rollouts(rs: list[Rollout]) -> Rollout:
     if len(rs) == 1:
         return rs[0]
     state = RecurrentState(torch.cat([r.state.c for r in rs], 0))
+    extra = {}
+    if all(r.truncated is not None for r in rs):
+        extra = {f: torch.cat([getattr(r, f) for r in rs], 1) for f in ("truncated", "final_value")}
     return Rollout(*(torch.cat([getattr(r, f) for r in rs], 1) for f in ("obs", "reward", "done", "action", "logits")),
-                   streams=torch.cat([r.streams for r in rs]), state=state)
+                   streams=torch.cat([r.streams for r in rs]), state=state, **extra)
 
 
 def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool = False,

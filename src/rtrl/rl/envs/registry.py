@@ -20,6 +20,9 @@ ENV_NAMES: tuple[str, ...] = (
     "MiniGrid-*",
     "MemoryGym-<MortarMayhem|MysteryPath|SearingSpotlights>[-Grid]-v0[:param=value,...]",
     "MemoryMaze-<9x9|11x11|13x13|15x15>-v0",
+    "<any Gymnasium id>",
+    "<module>:<EnvId>",
+    "<PositionOnly|VelocityOnly>/<MuJoCo id>",
 )
 """The supported families of names, as patterns (see :mod:`rtrl.rl.envs`)."""
 
@@ -77,7 +80,12 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
         from rtrl.rl.envs.atari import AtariVecEnv
 
         env = AtariVecEnv(name, num_envs, episodic_life=not evaluation)
-    else:
-        raise ValueError(f"unknown environment {name!r}; supported families: {', '.join(ENV_NAMES)}")
+    else:  # any other Gymnasium id, "module:EnvId", or a masked MuJoCo task
+        from rtrl.rl.envs.generic import make_gym, registered, split_name, unknown_id_message
+
+        _, module, env_id = split_name(name)
+        if not registered(env_id, module):
+            raise ValueError(unknown_id_message(name, ", ".join(ENV_NAMES[:8])))
+        env = make_gym(name, num_envs)
     env.default_seed = int(seed)
     return env
