@@ -50,7 +50,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
     agent, spec = start_training(cfg)
     agent.to(resolve_device(cfg.device))  # the learner's copy; actors act with CPU copies
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
-    run = open_run(cfg, run_dir, resume)
+    run = open_run(cfg, run_dir, resume, spec)
     book = RunBook(cfg, run, resume, "r2ac", dict(agent=agent, learner=learner))
     counters, env_seed = book.counters, book.env_seed
     if cfg.num_actors == 0:

@@ -313,7 +313,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
         actor = build_agent(cfg, spec)
         agent.to(device)
     ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)
-    run = open_run(cfg, run_dir, resume)
+    run = open_run(cfg, run_dir, resume, spec)
     book = RunBook(cfg, run, resume, "ppo", dict(agent=agent, ppo=ppo))
     counters, env_seed = book.counters, book.env_seed
     env = make_env(cfg.env, cfg.num_envs, seed=env_seed)

@@ -90,6 +90,17 @@ def make_gym(name: str, num_envs: int) -> VecEnv:
     try:
         if mask:
             envs = [ObservationMask(e, MASKS[mask]) for e in envs]
+    except ValueError as err:
+        for env in envs:
+            env.close()
+        raise ValueError(f"{name}: {err}") from None
+    return gym_vec_env(name, envs)
+
+
+def gym_vec_env(name: str, envs: list) -> GymVecEnv:
+    """A :class:`GymVecEnv` of gymnasium envs (one a copy of the others), encoders and decoders chosen by
+    their spaces; unsupported spaces raise ``ValueError`` (the envs are closed)."""
+    try:
         e = envs[0]
         continuous, n, decode = _any_action_decoder(e.action_space)
         size, encode, dtype = _obs_encoder(e.observation_space)
@@ -97,9 +108,7 @@ def make_gym(name: str, num_envs: int) -> VecEnv:
         for env in envs:
             env.close()
         raise ValueError(f"{name}: {err}") from None
-    env = GymVecEnv(name, envs, (size, encode), (n, decode), obs_dtype=dtype, continuous=continuous)
-    env.action_space = e.action_space
-    return env
+    return GymVecEnv(name, envs, (size, encode), (n, decode), obs_dtype=dtype, continuous=continuous)
 
 
 class ObservationMask:

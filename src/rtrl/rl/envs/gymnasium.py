@@ -156,6 +156,7 @@ class GymVecEnv(VecEnv):
         (obs_dim, self._encode), (self.num_actions, self._decode) = encoder, decoder
         self._prev_action = prev_action
         self.continuous = continuous
+        self.action_space = getattr(envs[0], "action_space", None) if envs else None
         if isinstance(obs_dim, int):
             self.obs_shape = (obs_dim + (self.num_actions if prev_action else 0),)
         else:  # pixels, (C, H, W)
