@@ -195,6 +195,25 @@ def test_actor_bootstraps_from_the_state_carried_on_and_the_learner_uses_it(core
         assert math.isclose(stats["value_loss"], want, rel_tol=1e-5) == same
 
 
+@pytest.mark.parametrize("core", ["rtrl-lru", "lstm"])
+def test_ppo_collector_bootstraps_from_the_state_carried_on(core):
+    from rtrl.rl.ppo import Collector
+
+    importlib.import_module("byo_envs")
+    torch.manual_seed(0)
+    env = make_env("Tick-v0", 2)
+    agent = Agent(env.obs_shape, env.num_actions, core=core, hidden_size=6, encoder_width=6)
+    with torch.no_grad():
+        agent.policy.bias.copy_(torch.tensor([30.0, -30.0]))  # action 0: never terminate, always truncate
+    seg, _ = Collector(env, agent, 6, seed=0).collect()
+    assert seg.done[4].all() and (seg.final_value[:4] == 0).all() and (seg.final_value[5:] == 0).all()
+    episode = torch.cat((seg.obs[:4], torch.tensor([[[0.4, 1.0]] * 2])))
+    with torch.no_grad():
+        _, values, _ = agent(episode, seg.reward[:5], seg.done[:5] & (torch.arange(5) == 0)[:, None],
+                             agent.initial_state(2, learner=False))
+    torch.testing.assert_close(seg.final_value[4], values[4])
+
+
 def test_truncated_episodes_still_reset_the_state():
     importlib.import_module("byo_envs")
     torch.manual_seed(0)
