@@ -130,6 +130,8 @@ def test_load_agent_act_and_the_python_api_with_a_users_env(tmp_path):
     assert action.shape == (2, 2) and (action.abs() <= 2).all() and state.shape == (2, policy.state_size)
     with pytest.raises(ValueError, match=r"observations of shape \(2, 3\)"):
         policy.act(np.zeros((2, 3), np.float32), state)
+    with pytest.raises(ValueError, match="unknown training option.*lerning_rate.*TrainConfig has: .*lr"):
+        train(env="CartPole-v1", lerning_rate=1e-3)
     with pytest.raises(ValueError, match="not one gymnasium.Env"):
         train(env=gym.make("TickBox-v0"), total_frames=10)
 

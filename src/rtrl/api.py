@@ -81,6 +81,10 @@ def train(cfg: Optional[TrainConfig] = None, env: Any = None, run_dir: Optional[
 
     if cfg is None:
         cfg = PRESETS["ppo" if options.get("algo") == "ppo" else "small"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"unknown training option(s) {', '.join(unknown)}; TrainConfig has: {', '.join(sorted(fields))}")
     cfg = dataclasses.replace(cfg, **options)
     if env is None or isinstance(env, str):
         return train_run(dataclasses.replace(cfg, env=env or cfg.env), run_dir, resume, progress)
