@@ -1,6 +1,6 @@
 """PPO with an LRU that learns by exact RTRL, in your own training loop (one file, cleanrl style).
 
-    python examples/ppo_lru_rtrl.py                                  # CartPole without velocities, ~2 min
+    python examples/ppo_lru_rtrl.py                                  # CartPole without velocities, ~2.5 min
     python examples/ppo_lru_rtrl.py --total-timesteps 2000 --num-envs 4 --num-steps 16   # a smoke run
 
 Nothing of rtrl's trainer is used: only ``rtrl.nn.LRU(learning="rtrl")``, a drop-in ``nn.Module``.
@@ -16,7 +16,9 @@ The pieces that make exact RTRL work in PPO (what rtrl's own ``--algo ppo`` does
    the next rollout, for the learner and the actor alike.
 
 The task: CartPole with the velocities hidden (``x``, ``θ`` only): a policy must infer them from
-the past. A memoryless policy balances for ~30-50 steps; with memory, the full 500.
+the past. Measured (seed 1, one core of our 2-core machine, ~11k steps/s): the mean training return
+of the last 100 episodes rises from ~20 to 40 at 200k steps, 213 at 800k and 409 at 1.43 M (the
+episode cap is 500).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-id", default="CartPole-v1")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--total-timesteps", type=int, default=300_000)
+    p.add_argument("--total-timesteps", type=int, default=1_500_000)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--num-envs", type=int, default=32)
     p.add_argument("--num-steps", type=int, default=32, help="rollout length T (no truncation of the gradient)")
