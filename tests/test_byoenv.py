@@ -312,6 +312,7 @@ def _rtrl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args", [
     ("--env", "CartPole-v1"),                                           # a Gymnasium id, Discrete, an actor process
+    ("--env", "byo_envs:TickBox-v0"),                                   # R2AC, Box actions through an actor process
     ("--env", "byo_envs:TickBox-v0", "--algo", "ppo", "--core", "rtrl-lru"),  # the user's module, Box actions
 ])
 def test_rtrl_train_on_a_gymnasium_id_and_a_users_module(tmp_path, args):
