@@ -5,6 +5,7 @@ Importing this module registers them, as a user's package would: ``rtrl train --
 * ``Tick-v0``: observation ``[t / 10, 1]``, reward ``t + 1`` at step ``t`` (0-based), two actions;
   action 1 at step 2 terminates the episode, otherwise a ``TimeLimit`` of 4 steps truncates it.
 * ``TickBox-v0``: the same with a ``Box(-2, 2, (2,))`` action; ``action[0] > 1.5`` at step 2 terminates.
+* ``Sign-v0``: remember a cue ``±1`` for two steps and answer with a ``Box(-1, 1)`` action (see :class:`Sign`).
 """
 
 from __future__ import annotations
@@ -37,3 +38,26 @@ class Tick(gym.Env):
 
 gym.register("Tick-v0", entry_point=Tick, max_episode_steps=4)
 gym.register("TickBox-v0", entry_point=Tick, kwargs=dict(continuous=True), max_episode_steps=4)
+
+
+class Sign(gym.Env):
+    """``Sign-v0``: a cue ``±1`` on the first observation, one blank step, then ``[0, 1]`` asks for a
+    ``Box(-1, 1)`` action: reward ``1 − |a − cue|`` there, 0 elsewhere; 4 steps an episode. Memoryless
+    policies earn 0 in expectation, remembering earns 1."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue = 0, float(self.np_random.choice([-1.0, 1.0]))
+        return np.array([self.cue, 0.0], np.float32), {}
+
+    def step(self, action):
+        last = self.t == 2
+        reward = 1.0 - abs(float(np.clip(action[0], -1, 1)) - self.cue) if last else 0.0
+        self.t += 1
+        return np.array([0.0, float(self.t == 2)], np.float32), reward, last, False, {}
+
+
+gym.register("Sign-v0", entry_point=Sign)

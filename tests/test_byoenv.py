@@ -301,6 +301,22 @@ def test_gaussian_agent_acts_samples_and_learns_its_log_std():
     assert agent.log_std.grad is not None and (agent.log_std.grad > 0).all()
 
 
+@pytest.mark.parametrize("algo", ["ppo", "impala"])
+def test_the_gaussian_policy_learns_to_remember_where_feedforward_cannot(tmp_path, algo):
+    # Sign-v0: a cue ±1, a blank step, then a Box action scored 1 − |a − cue|. Measured over seeds 0-2
+    # at 6k frames: exact-RTRL LRU 1.00 on every seed (PPO and R2AC), feedforward −0.01 to 0.04.
+    from rtrl.api import PRESETS, train
+
+    importlib.import_module("byo_envs")
+    greedy = {}
+    for core in ("rtrl-lru", "none"):
+        r = train(PRESETS["ppo" if algo == "ppo" else "small"], env="Sign-v0", run_dir=tmp_path / core, progress=False,
+                  core=core, num_envs=16, unroll=6, lr=3e-3, entropy_weight=0.0, eval_episodes=50, total_frames=6000,
+                  num_actors=0, seed=0)
+        greedy[core] = r["eval"]["greedy"]["mean"]
+    assert greedy["rtrl-lru"] > 0.9 and greedy["none"] < 0.3, greedy
+
+
 # -- the command line, as a new user runs it --------------------------------------------------------
 
 
