@@ -35,10 +35,13 @@ AGENTS = [  # label, core
     ("exact RTRL, LRU", "rtrl-lru"),
     ("exact RTRL, RTU", "rtrl-rtu"),
     ("LSTM, truncated BPTT (M=32)", "lstm"),
+    ("GRU, truncated BPTT (M=32)", "gru"),
     ("feedforward", "none"),
 ]
 PPO = ["--algo", "ppo", "--num-envs", "64", "--unroll", "32", "--ppo-minibatches", "4", "--ppo-epochs", "4",
-       "--lr", "1e-3", "--entropy-weight", "0", "--hidden-size", "64", "--encoder-width", "64"]
+       "--optimizer", "adam", "--lr", "1e-3", "--lr-decay", "--grad-clip", "0.5", "--clip-coef", "0.2", "--clip-value",
+       "--gae-lambda", "0.95", "--discount", "0.99", "--value-weight", "0.5", "--entropy-weight", "0",
+       "--reward-clip", "1", "--hidden-size", "64", "--encoder-width", "64", "--stem", "mlp"]  # every setting pinned
 
 
 MUJOCO = ["--lr", "3e-4", "--reward-clip", "0"]  # after PPO: the later flag wins
@@ -65,7 +68,7 @@ def run_one(out: Path, env: str, core: str, seed: int, frames: int, prefix: list
     result = json.loads((d / "result.json").read_text())
     with open(d / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["mean_return"] not in ("", "nan")]
-    result["best_train"] = max(float(r["mean_return"]) for r in rows)
+    result["best_train"] = max((float(r["mean_return"]) for r in rows), default=float("nan"))  # nan: no episode ended
     result["curve"] = [(float(r["step"]), float(r["mean_return"])) for r in rows]
     return result
 
@@ -87,7 +90,8 @@ def main() -> None:
 
     def stat(core: str, f) -> str:
         v = [f(res[(core, s)]) for s in args.seeds]
-        return f"{statistics.mean(v):.2f} ± {statistics.pstdev(v):.2f}"
+        m = sum(v) / len(v)  # (not statistics.*: a nan, from a run too short to end an episode, must pass)
+        return f"{m:.2f} ± {(sum((x - m) ** 2 for x in v) / len(v)) ** 0.5:.2f}"
 
     lines = ["| agent | greedy return (held out) | sampled return | best training return | frames/s |",
              "|---|---|---|---|---|"]
@@ -116,7 +120,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, (label, core) in enumerate(agents):
         for s in args.seeds:
-            x, y = zip(*res[(core, s)]["curve"])
+            x, y = zip(*res[(core, s)]["curve"]) if res[(core, s)]["curve"] else ((), ())
             ax.plot(x, y, color=f"C{i}", alpha=0.75, label=label if s == args.seeds[0] else None)
     ax.set_title(f"{env} (PPO, {len(args.seeds)} seeds)")
     ax.set_xlabel("frames (agent steps, all envs)")

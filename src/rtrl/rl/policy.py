@@ -21,7 +21,7 @@ Gaussian's mean, clipped to ``[-1, 1]`` and mapped onto the env's ``[low, high]`
 ``value`` ``(B,)``, ``policy_params`` (the logits ``(B, A)``, or the Gaussian's ``[mean; log_std]``
 ``(B, 2A)`` in the agent's normalised action space, to sample from), ``next_state``.
 
-States, per core: the eLSTM's ``c`` (N); the LSTMs' ``[h; c]`` (2N); the LRU's and RTU's complex
+States, per core: the eLSTM's ``c`` (N); the LSTMs' ``[h; c]`` (2N); the GRU's ``h`` (N); the LRU's and RTU's complex
 ``c`` as real pairs ``(Re c_1, Im c_1, Re c_2, …)`` (2N for the LRU, ``hidden_size`` for the RTU):
 ONNX has no complex type, so their step is written here in real arithmetic (the same numbers as
 the complex one; tested); the feedforward agent carries a dummy state of size 1.
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.rl import dists
-from rtrl.rl.agent import Agent, Feedforward, ResettableLSTM
+from rtrl.rl.agent import Agent, Feedforward, ResettableGRU, ResettableLSTM
 from rtrl.state import RecurrentState
 
 FORMATS = ("torchscript", "onnx")
@@ -60,7 +60,8 @@ class Policy(nn.Module):
         self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
         core = agent.core
         self._kind = ("none" if isinstance(core, Feedforward) else "lstm" if isinstance(core, ResettableLSTM)
-                      else "dense" if hasattr(core, "_step") else "complex" if core.cell.complex_state else "real")
+                      else "gru" if isinstance(core, ResettableGRU) else "dense" if hasattr(core, "_step")
+                      else "complex" if core.cell.complex_state else "real")
         c = agent.initial_state(1, learner=False).c
         self.state_size = max(2 * c.shape[-1] if c.is_complex() else c.shape[-1], 1)
         n = self.num_actions if self.continuous else 0
@@ -100,6 +101,9 @@ class Policy(nn.Module):
             h, c = s.chunk(2, -1)
             h, c = core.cell(x, (h, c))
             return h, torch.cat((h, c), -1)
+        if self._kind == "gru":
+            h = core.cell(x, s)
+            return h, h
         if self._kind == "dense":  # SnAp-1 / UORO: a dense LSTM or RNN, state [h; c] or h
             s, _ = core._step(F.linear(x, core.weight_ih, core.bias), s)
             return s[:, : core.hidden_size], s
