@@ -61,7 +61,8 @@ def main() -> None:
     frames = 600 if args.tiny else 150_000
     # 1. train: PPO from its preset, any option of `rtrl train` as a keyword; the env by its registered id
     result = train(PRESETS["ppo"], env="RememberTheSign-v0", run_dir=run_dir, core=args.core, total_frames=frames,
-                   num_envs=32, unroll=10, lr=3e-3, entropy_weight=0.0, eval_episodes=20, progress=not args.tiny)
+                   num_envs=32, unroll=10, lr=3e-3, ppo_epochs=4, ppo_minibatches=4, entropy_weight=0.0,
+                   eval_episodes=20, progress=not args.tiny)
     print(f"trained {result['frames']} frames; greedy return on held-out seeds {result['eval']['greedy']['mean']:.2f}")
     # 2. ... or hand rtrl a vector env you built yourself (sub-envs auto-reset in the same step)
     venv = gym.make_vec("RememberTheSign-v0", 8, vectorization_mode="sync",
