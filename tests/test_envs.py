@@ -210,8 +210,8 @@ def test_unknown_popgym_and_minigrid_ids():
         make_env("popgym-Nope-v0", 1)
     with pytest.raises(ValueError, match="unknown MiniGrid environment 'MiniGrid-Nope-v0'.*MemoryS7"):
         make_env("MiniGrid-Nope-v0", 1)
-    with pytest.raises(ValueError, match="discrete actions"):
-        make_env("popgym-PositionOnlyPendulumEasy-v0", 1)
+    env = make_env("popgym-PositionOnlyPendulumEasy-v0", 1)  # continuous actions: no longer refused (issue 14)
+    assert env.continuous and (env.obs_shape, env.num_actions) == ((2,), 1)
 
 
 @pytest.mark.parametrize(

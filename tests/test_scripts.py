@@ -53,6 +53,7 @@ def test_benchmark_runs(tmp_path, name):
     ("memory", ["--seeds", "0", "--frames", "2560"], "memory_table.md"),
     ("rules", ["--parts", "memory", "--seeds", "0", "--frames", "2560"], "rules_table.md"),
     ("pixels", ["--scale", "0.00002", "--parallel", "1", "--eval-episodes", "0"], "pixels_table.md"),
+    ("continuous", ["--seeds", "0", "--frames", "2048", "--cores", "rtrl-rtu", "none"], "continuous_table.md"),
 ])
 def test_experiment_runs(tmp_path, script, args, writes):
     run([str(EXP / script / "run.py"), *args, "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],

@@ -8,6 +8,7 @@
     rtrl train --env popgym-RepeatPreviousEasy-v0 --core lstm --unroll 20
     rtrl train --algo ppo --env popgym-RepeatPreviousEasy-v0   # PPO, same cores, run folders and resume
     rtrl eval runs/rtrl-Recall-v0-rtrl-elstm-M10-s0
+    rtrl export runs/rtrl-Recall-v0-rtrl-elstm-M10-s0 --format onnx   # the acting policy, state explicit
     rtrl plot runs/A runs/B --out curves.png
 """
 
@@ -96,6 +97,18 @@ def _add_train(sub) -> None:
                    "episodes at a checkpoint)")
     e.set_defaults(func=lambda a: _print(__import__("rtrl.rl.train", fromlist=["x"]).evaluate_run(
         a.run_dir, a.episodes, a.checkpoint)))
+
+    x = sub.add_parser("export", help="write a run's acting policy (recurrent state as explicit inputs/outputs) "
+                       "as TorchScript or ONNX",
+                       description="Write the acting policy of a run's checkpoint, one step with its recurrent state as "
+                       "explicit inputs and outputs: (obs, prev_reward, first, state) -> (action, value, policy_params, "
+                       "next_state); see docs/api.md. Writes RUN_DIR/policy.pt or policy.onnx (and a .json beside it).")
+    x.add_argument("run_dir")
+    x.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    x.add_argument("--out", help="the file to write (default: RUN_DIR/policy.pt or RUN_DIR/policy.onnx)")
+    x.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+    x.set_defaults(func=lambda a: _print({"exported": str(__import__("rtrl.rl.policy", fromlist=["x"]).export(
+        a.run_dir, a.format, a.out, a.checkpoint))}))
 
     q = sub.add_parser("plot", help="learning curves of several runs in one PNG")
     q.add_argument("run_dirs", nargs="+")

@@ -37,6 +37,13 @@ from rtrl.utils import copy_weights_
 SLOTS_PER_ACTOR = 2
 
 
+def action_buffer(agent_or_spec, M: int, B: int, alloc=torch.zeros) -> torch.Tensor:
+    """``(M, B)`` int64 for discrete actions, ``(M, B, A)`` float32 for continuous ones."""
+    if getattr(agent_or_spec, "continuous", False):
+        return alloc(M, B, agent_or_spec.num_actions)
+    return alloc(M, B, dtype=torch.long)
+
+
 class ActorLoop:
     """Steps one ``VecEnv`` with an agent's behaviour policy and cuts rollouts of ``unroll`` steps."""
 
@@ -47,6 +54,7 @@ class ActorLoop:
         self.obs = torch.as_tensor(env.reset(seed))
         self.reward = torch.zeros(B)
         self.done = torch.ones(B, dtype=torch.bool)  # the first observation starts an episode
+        self.truncated, self.final_value = torch.zeros(B, dtype=torch.bool), torch.zeros(B)
         self.state = agent.initial_state(B, learner=False)
 
     def empty_rollout(self) -> Rollout:
@@ -54,8 +62,23 @@ class ActorLoop:
         M, B = self.unroll, self.env.num_envs
         return Rollout(obs=torch.empty(M + 1, *self.obs.shape, dtype=self.obs.dtype),
                        reward=torch.empty(M + 1, B), done=torch.empty(M + 1, B, dtype=torch.bool),
-                       action=torch.empty(M, B, dtype=torch.long), logits=torch.empty(M, B, self.agent.num_actions),
-                       streams=self.streams.clone(), state=RecurrentState(torch.empty_like(self.state.c)))
+                       action=action_buffer(self.agent, M, B, torch.empty),
+                       logits=torch.empty(M, B, self.agent.param_size),
+                       streams=self.streams.clone(), state=RecurrentState(torch.empty_like(self.state.c)),
+                       truncated=torch.empty(M + 1, B, dtype=torch.bool), final_value=torch.empty(M + 1, B))
+
+    def step_env(self, action: torch.Tensor) -> None:
+        """Step the envs; keep the next obs, reward, done and, where a time limit cut an episode, the
+        value of its final observation under the state carried on from it (before the reset)."""
+        o, rew, d = self.env.step(action.numpy())
+        self.obs, self.reward, self.done = torch.as_tensor(o), torch.as_tensor(rew, dtype=torch.float32), torch.as_tensor(d)
+        self.truncated = torch.as_tensor(self.env.truncated)
+        self.final_value = torch.zeros(len(d))
+        if self.env.final_obs is not None:
+            rows = torch.as_tensor(self.env.truncated.nonzero()[0])
+            final = zero_non_finite(torch.as_tensor(self.env.final_obs[rows.numpy()]))
+            self.final_value[rows] = self.agent.final_value(final, zero_non_finite(self.reward[rows]),
+                                                            self.state.map(lambda t: t[rows])).float()
 
     def rollout(self, out: Optional[Rollout] = None) -> tuple[Rollout, list[tuple[float, int]]]:
         """The next ``unroll`` steps of every env, written into ``out`` (e.g. a shared-memory slot) or a
@@ -65,14 +88,15 @@ class ActorLoop:
         r.streams.copy_(self.streams)
         for t in range(self.unroll + 1):
             r.obs[t], r.reward[t], r.done[t] = self.obs, self.reward, self.done
+            if r.truncated is not None:
+                r.truncated[t], r.final_value[t] = self.truncated, self.final_value
             if t == self.unroll:
                 break
             with nan_means_diverged():  # a faulty env's NaN is acted on as 0, kept in the rollout for the learner
                 action, logits, self.state = self.agent.act(zero_non_finite(self.obs), zero_non_finite(self.reward),
                                                             self.done, self.state)
             r.action[t], r.logits[t] = action, logits
-            o, rew, d = self.env.step(action.numpy())
-            self.obs, self.reward, self.done = torch.as_tensor(o), torch.as_tensor(rew, dtype=torch.float32), torch.as_tensor(d)
+            self.step_env(action)
         return r, self.env.pop_episode_stats()
 
 
@@ -190,12 +214,13 @@ class LocalActors:
         c = self.shared.initial_state(B, learner=False).c
         self.slots = [Rollout(obs=torch.zeros(M + 1, B, *spec.obs_shape, dtype=spec.obs_dtype),
                               reward=torch.zeros(M + 1, B), done=torch.zeros(M + 1, B, dtype=torch.bool),
-                              action=torch.zeros(M, B, dtype=torch.long), logits=torch.zeros(M, B, agent.num_actions),
+                              action=action_buffer(agent, M, B), logits=torch.zeros(M, B, agent.param_size),
                               streams=torch.zeros(B, dtype=torch.long),
-                              state=RecurrentState(torch.zeros_like(c)))
+                              state=RecurrentState(torch.zeros_like(c)),
+                              truncated=torch.zeros(M + 1, B, dtype=torch.bool), final_value=torch.zeros(M + 1, B))
                       for _ in range(SLOTS_PER_ACTOR * self.num_actors)]
         for r in self.slots:
-            for t in (r.obs, r.reward, r.done, r.action, r.logits, r.streams, r.state.c):
+            for t in (r.obs, r.reward, r.done, r.action, r.logits, r.streams, r.state.c, r.truncated, r.final_value):
                 t.share_memory_()
         self.stop = self.ctx.Event()
         self.procs: list = [None] * self.num_actors

@@ -8,6 +8,11 @@ agent: the core's state (and its sensitivities) is zeroed and the previous-rewar
 reward that arrived with that observation closed the previous episode).
     logits_t, value_t = heads(y_t)
 
+Policy heads (:mod:`rtrl.rl.dists`): discrete actions get categorical logits ``(A,)``; continuous
+(Box) actions a diagonal Gaussian whose parameters ``[mean; log_std]`` ``(2A,)`` take the place of
+the logits everywhere (rollouts, V-trace, PPO, export): the mean from the core's output, the
+log-std a learned, state-independent vector.
+
 Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT within the segment),
 ``bptt-elstm`` (eLSTM, BPTT over whole episodes: each rollout must be exactly one episode),
 ``rtrl-lru``/``tbptt-lru`` and ``rtrl-rtu``/``tbptt-rtu`` (the LRU and the ReLU-output RTU of
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.approx import SnAp1LSTM, UOROLSTM
+from rtrl.rl import dists
 from rtrl.state import RecurrentState
 from rtrl.nn import ELSTM, LRU, RTU
 
@@ -179,7 +185,7 @@ class Agent(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-elstm",
                  hidden_size: int = 128, encoder_width: int = 64, forget_bias: float = 0.0,
-                 stem: str = "auto") -> None:
+                 stem: str = "auto", continuous: bool = False) -> None:
         super().__init__()
         if core not in CORES:
             raise ValueError(f"unknown core {core!r}; choose one of {CORES}")
@@ -222,6 +228,21 @@ class Agent(nn.Module):
             self.core = Feedforward(d)
         self.policy = nn.Linear(self.core.hidden_size, num_actions)
         self.value = nn.Linear(self.core.hidden_size, 1)
+        self.continuous = bool(continuous)
+        if self.continuous:  # the Gaussian's log-std: learned, state-independent (see rtrl.rl.dists)
+            self.log_std = nn.Parameter(torch.zeros(num_actions))
+
+    @property
+    def param_size(self) -> int:
+        """Width of the policy's parameters (what rollouts store as logits): A, or 2A for a Gaussian."""
+        return 2 * self.num_actions if self.continuous else self.num_actions
+
+    def policy_params(self, y: Tensor) -> Tensor:
+        """The core's output ``(..., H)`` -> logits ``(..., A)`` or Gaussian ``[mean; log_std]`` ``(..., 2A)``."""
+        out = self.policy(y)
+        if self.continuous:
+            out = torch.cat((out, self.log_std.expand_as(out)), -1)
+        return out
 
     @property
     def exact_rtrl(self) -> bool:
@@ -254,17 +275,23 @@ class Agent(nn.Module):
         """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool ->
         ``logits (T, B, A)``, ``values (T, B)``, state after the segment."""
         y, state = self.features(obs, prev_reward, reset, state)
-        return self.policy(y), self.value(y).squeeze(-1), state
+        return self.policy_params(y), self.value(y).squeeze(-1), state
 
     @torch.no_grad()
     def act(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState, greedy: bool = False):
-        """One step for ``B`` streams: ``obs (B, ...)`` -> ``action (B,)``, ``logits (B, A)``, state.
+        """One step for ``B`` streams: ``obs (B, ...)`` -> ``action (B,)`` (continuous: ``(B, A)``),
+        ``logits (B, A)`` (continuous: ``[mean; log_std]`` ``(B, 2A)``), state.
 
         The value head is not run. Sampling is Gumbel-max: ``argmax(logits + g)`` with ``g`` standard
         Gumbel noise is a draw from ``softmax(logits)``, without normalising (cheaper than multinomial)."""
         y, state = self.features(obs[None], prev_reward[None], reset[None], state)
-        logits = self.policy(y[0])
-        if greedy:
-            return logits.argmax(-1), logits, state
-        gumbel = torch.rand_like(logits).log_().neg_().log_().neg_()
-        return (logits + gumbel).argmax(-1), logits, state
+        logits = self.policy_params(y[0])
+        return dists.sample(logits, self.continuous, greedy), logits, state
+
+    @torch.no_grad()
+    def final_value(self, obs: Tensor, prev_reward: Tensor, state: RecurrentState) -> Tensor:
+        """``V`` of the observations ``obs (B, ...)`` at which time limits cut episodes, with the
+        core's ``state`` carried on from those episodes (no reset): the bootstrap of a truncation."""
+        reset = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
+        y, _ = self.features(obs[None], prev_reward[None], reset[None], state)
+        return self.value(y[0]).squeeze(-1)

@@ -162,18 +162,36 @@ class EnvSpec:
 
     obs_shape: tuple[int, ...]
     obs_dtype: torch.dtype  # torch.float32 for vectors, torch.uint8 for pixels
-    num_actions: int
+    num_actions: int  # continuous: the size of the action vector
+    continuous: bool = False  # Box actions (a Gaussian policy)
+    action_low: tuple = ()  # Box actions: the env's flat bounds (±inf where unbounded), for acting outside rtrl
+    action_high: tuple = ()
 
     @staticmethod
     def of(env) -> "EnvSpec":
         """The spec of a ``VecEnv``."""
-        return EnvSpec(tuple(env.obs_shape), torch.from_numpy(np.zeros(0, env.obs_dtype)).dtype, env.num_actions)
+        continuous = bool(getattr(env, "continuous", False))
+        space = getattr(env, "action_space", None) if continuous else None
+        bounds = [tuple(float(v) for v in np.asarray(b, np.float64).ravel()) for b in (space.low, space.high)] \
+            if space is not None else [(), ()]
+        return EnvSpec(tuple(env.obs_shape), torch.from_numpy(np.zeros(0, env.obs_dtype)).dtype, env.num_actions,
+                       continuous, *bounds)
+
+    def to_json(self) -> dict:
+        return dict(obs_shape=list(self.obs_shape), obs_dtype=str(self.obs_dtype).removeprefix("torch."),
+                    num_actions=self.num_actions, continuous=self.continuous, action_low=list(self.action_low),
+                    action_high=list(self.action_high))
+
+    @staticmethod
+    def from_json(d: dict) -> "EnvSpec":
+        return EnvSpec(tuple(d["obs_shape"]), getattr(torch, d["obs_dtype"]), int(d["num_actions"]),
+                       bool(d.get("continuous", False)), tuple(d.get("action_low", ())), tuple(d.get("action_high", ())))
 
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
     """The agent ``cfg`` describes for ``env`` (a ``VecEnv`` or an :class:`EnvSpec`), on the CPU."""
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
-                  cfg.stem)
+                  cfg.stem, continuous=bool(getattr(env, "continuous", False)))
     if cfg.freeze_stem:
         agent.stem.requires_grad_(False)
     return agent

@@ -37,8 +37,11 @@ def _cat_rollouts(rs: list[Rollout]) -> Rollout:
     if len(rs) == 1:
         return rs[0]
     state = RecurrentState(torch.cat([r.state.c for r in rs], 0))
+    extra = {}
+    if all(r.truncated is not None for r in rs):
+        extra = {f: torch.cat([getattr(r, f) for r in rs], 1) for f in ("truncated", "final_value")}
     return Rollout(*(torch.cat([getattr(r, f) for r in rs], 1) for f in ("obs", "reward", "done", "action", "logits")),
-                   streams=torch.cat([r.streams for r in rs]), state=state)
+                   streams=torch.cat([r.streams for r in rs]), state=state, **extra)
 
 
 def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool = False,
@@ -47,7 +50,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
     agent, spec = start_training(cfg)
     agent.to(resolve_device(cfg.device))  # the learner's copy; actors act with CPU copies
     learner = Learner(agent, cfg.learner_config(), cfg.num_streams)
-    run = open_run(cfg, run_dir, resume)
+    run = open_run(cfg, run_dir, resume, spec)
     book = RunBook(cfg, run, resume, "r2ac", dict(agent=agent, learner=learner))
     counters, env_seed = book.counters, book.env_seed
     if cfg.num_actors == 0:

@@ -5,9 +5,14 @@ follows it for the bootstrap value:
 
     obs[0..M], reward[0..M], done[0..M]     reward[t]: received on arriving at obs[t];
                                             done[t]: obs[t] is the first of a new episode
-    action[0..M-1], logits[0..M-1]          what the behaviour policy did at obs[t]
+    action[0..M-1], logits[0..M-1]          what the behaviour policy did at obs[t] (continuous actions:
+                                            action (M, B, A) floats, logits the Gaussian's [mean; log_std])
     streams (B,)                            which stream each column is
     state                                   the actor's core state before obs[0]
+    truncated[0..M], final_value[0..M]      truncated[t]: the episode that ended on arriving at obs[t] was
+                                            cut by a time limit; final_value[t] = V(its last observation),
+                                            computed by the actor (0 elsewhere): the bootstrap of that
+                                            transition's target, r + γ·final_value (a termination gets r)
 
 For an RTRL core the learner keeps its own state ``(c, S)`` per stream and advances it with the
 newest weights, segment after segment, in the order each stream produced them (DESIGN.md §3):
@@ -39,21 +44,31 @@ class Rollout:
     logits: Tensor  # (M, B, A) behaviour logits
     streams: Tensor  # (B,) int64
     state: RecurrentState  # actor's core state before obs[0]
+    truncated: Optional[Tensor] = None  # (M+1, B) bool; None: no truncation anywhere
+    final_value: Optional[Tensor] = None  # (M+1, B): V(final obs) where truncated, else 0
 
     @property
     def length(self) -> int:
         return self.action.shape[0]
 
+    def bootstrap_rewards(self, rewards: Tensor, discount: float) -> Tensor:
+        """``rewards (M, B)`` of the transitions, plus ``γ·V(final obs)`` where a time limit cut the
+        episode (the discount of that transition is 0, as for any episode end)."""
+        if self.truncated is None or not bool(self.truncated[1:].any()):
+            return rewards
+        fv = self.final_value[1:].to(rewards.dtype)
+        return rewards + discount * torch.where(self.truncated[1:], fv, torch.zeros_like(fv))
+
     def to(self, device: torch.device) -> "Rollout":
         """The same rollout on ``device`` (itself if it is there already)."""
         if self.obs.device == device:
             return self
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
         return Rollout(move(self.obs), move(self.reward), move(self.done), move(self.action), move(self.logits),
-                       move(self.streams), self.state.map(move))
+                       move(self.streams), self.state.map(move), move(self.truncated), move(self.final_value))
 
     def check(self, num_streams: int) -> None:
-        M, B = self.action.shape
+        M, B = self.action.shape[:2]
         if M < 1:
             raise ValueError("a rollout needs at least one step (unroll length M >= 1)")
         for name, t, shape in (("obs", self.obs, (M + 1, B)), ("reward", self.reward, (M + 1, B)),
@@ -61,8 +76,10 @@ class Rollout:
                                ("streams", self.streams, (B,))):
             if tuple(t.shape[: len(shape)]) != shape:
                 raise ValueError(f"rollout.{name} has shape {tuple(t.shape)}, expected {shape} + ...")
-        for name in ("obs", "reward", "logits"):
+        for name in ("obs", "reward", "logits", "final_value"):
             t = getattr(self, name)
+            if t is None:
+                continue
             if t.is_floating_point() and not torch.isfinite(t).all():
                 if name == "logits":  # the actor acted on finite inputs (NaN from an env reads as 0 there)
                     raise DivergedError(WEIGHTS_DIVERGED)
@@ -219,9 +236,10 @@ class Learner:
         rewards = r.reward[1:]
         if cfg.reward_clip > 0:
             rewards = rewards.clamp(-cfg.reward_clip, cfg.reward_clip)
+        rewards = r.bootstrap_rewards(rewards, cfg.discount)  # bootstrap through time limits
         discounts = cfg.discount * (~r.done[1:]).to(values.dtype)
         losses = actor_critic_loss(logits, values, r.action, r.logits, rewards, discounts, v_boot[0],
-                                   cfg.value_weight, cfg.entropy_weight)
+                                   cfg.value_weight, cfg.entropy_weight, agent.continuous)
         if not torch.isfinite(losses.total):
             self.skipped += 1
             raise NonFiniteError(f"non-finite loss ({losses.total.item()}) at update {self.updates}: "

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.state import RecurrentState
+from rtrl.rl import dists
 from rtrl.rl.agent import Agent
 from rtrl.rl.learner import (NonFiniteError, check_hyper_parameters, check_values, nan_means_diverged,
                               stop_if_diverging, zero_non_finite)
@@ -76,6 +77,8 @@ class Segment:
     logprob: Tensor  # (T, B): log π_old(action[t]) under the rollout's weights
     value: Tensor  # (T+1, B): V_old(obs[t]); value[T] is the bootstrap
     state: RecurrentState  # the core's state before obs[0]: c (B, ...) and, for RTRL, S
+    final_value: Optional[Tensor] = None  # (T+1, B): V_old(final obs) where a time limit cut the episode
+    # that ended on arriving at obs[t], else 0 (see rtrl.rl.envs.base); None: no truncation
 
     @property
     def length(self) -> int:
@@ -85,14 +88,15 @@ class Segment:
         """The same segment on ``device`` (itself if it is there already)."""
         if self.obs.device == device:
             return self
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
         return Segment(move(self.obs), move(self.reward), move(self.done), move(self.action), move(self.logprob),
-                       move(self.value), self.state.map(move))
+                       move(self.value), self.state.map(move), move(self.final_value))
 
     def envs(self, idx: Tensor) -> "Segment":
         """The same segment for the envs ``idx`` only (their whole time range)."""
         return Segment(self.obs[:, idx], self.reward[:, idx], self.done[:, idx], self.action[:, idx],
-                       self.logprob[:, idx], self.value[:, idx], self.state.map(lambda t: t[idx]))
+                       self.logprob[:, idx], self.value[:, idx], self.state.map(lambda t: t[idx]),
+                       self.final_value[:, idx] if self.final_value is not None else None)
 
 
 class Collector:
@@ -119,8 +123,10 @@ class Collector:
         T, B, dtype = self.unroll, self.env.num_envs, self.agent.policy.weight.dtype
         obs = torch.empty(T + 1, *self.obs.shape, dtype=self.obs.dtype)
         reward, done = torch.empty(T + 1, B), torch.empty(T + 1, B, dtype=torch.bool)
-        action, logprob = torch.empty(T, B, dtype=torch.long), torch.empty(T, B, dtype=dtype)
-        value = torch.empty(T + 1, B, dtype=dtype)
+        continuous = self.agent.continuous
+        action = torch.empty(T, B, self.agent.num_actions) if continuous else torch.empty(T, B, dtype=torch.long)
+        logprob = torch.empty(T, B, dtype=dtype)
+        value, final_value = torch.empty(T + 1, B, dtype=dtype), torch.zeros(T + 1, B, dtype=dtype)
         actor_state = RecurrentState(self.state.c.to(self.agent.policy.weight.device))
         for t in range(T + 1):
             obs[t], reward[t], done[t] = self.obs, self.reward, self.done
@@ -132,13 +138,23 @@ class Collector:
             value[t] = v[0]
             if t == T:  # only the bootstrap value of the observation after the segment
                 break
-            logp = F.log_softmax(logits[0], -1)
-            action[t] = torch.multinomial(logp.exp(), 1).squeeze(-1)
-            logprob[t] = logp.gather(-1, action[t, :, None]).squeeze(-1)
+            if continuous:
+                action[t] = dists.sample(logits[0], True)
+                logprob[t] = dists.log_prob(logits[0], action[t], True)
+            else:
+                logp = F.log_softmax(logits[0], -1)
+                action[t] = torch.multinomial(logp.exp(), 1).squeeze(-1)
+                logprob[t] = logp.gather(-1, action[t, :, None]).squeeze(-1)
             o, r, d = self.env.step(action[t].numpy())
             self.obs, self.reward = torch.as_tensor(o), torch.as_tensor(r, dtype=torch.float32)
             self.done = torch.as_tensor(d)
-        return Segment(obs, reward, done, action, logprob, value, self.state), self.env.pop_episode_stats()
+            if self.env.final_obs is not None:  # time limits: V(final obs), the state carried on (no reset)
+                rows = torch.as_tensor(self.env.truncated.nonzero()[0])
+                final = zero_non_finite(torch.as_tensor(self.env.final_obs[rows.numpy()]))
+                final_value[t + 1, rows] = self.agent.final_value(final, zero_non_finite(self.reward[rows]),
+                                                                  actor_state.map(lambda x: x[rows]))
+        return (Segment(obs, reward, done, action, logprob, value, self.state, final_value),
+                self.env.pop_episode_stats())
 
     def publish(self, agent: Agent) -> None:
         """Give the acting copy the learner's newest weights (nothing to do when they are one agent)."""
@@ -162,6 +178,18 @@ def gae(reward: Tensor, done: Tensor, value: Tensor, discount: float, lam: float
             last = delta + discount * lam * nonterminal[t] * last
             adv[t] = last
         return adv, adv + value[:T]
+
+
+def advantages(seg: Segment, cfg) -> tuple[Tensor, Tensor]:
+    """GAE advantages and returns ``(T, B)`` of a segment: rewards clipped to ``±reward_clip``; where a
+    time limit cut an episode, its last transition earns ``r + γ·V(final obs)`` (then, as at any
+    episode end, nothing is bootstrapped across the boundary)."""
+    reward = seg.reward.to(seg.value.dtype)
+    if cfg.reward_clip > 0:
+        reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+    if seg.final_value is not None:
+        reward = reward + cfg.discount * seg.final_value.to(reward.dtype)
+    return gae(reward, seg.done, seg.value, cfg.discount, cfg.gae_lambda)
 
 
 class PPO:
@@ -190,8 +218,9 @@ class PPO:
         (truncated BPTT) while an RTRL core adds the carry-in term through its sensitivities."""
         cfg, T = self.cfg, seg.length
         logits, values, _ = self.agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
-        logp_all = F.log_softmax(logits, -1)
-        logprob = logp_all.gather(-1, seg.action[..., None]).squeeze(-1)
+        continuous = self.agent.continuous
+        logprob = dists.log_prob(logits, seg.action, True) if continuous else \
+            F.log_softmax(logits, -1).gather(-1, seg.action[..., None]).squeeze(-1)
         log_ratio = logprob - seg.logprob
         ratio = log_ratio.exp()
         adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)  # normalised per minibatch
@@ -202,7 +231,7 @@ class PPO:
             value = 0.5 * torch.max((values - ret) ** 2, (clipped - ret) ** 2).mean()
         else:
             value = 0.5 * ((values - ret) ** 2).mean()
-        entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+        entropy = dists.entropy(logits, continuous).mean()
         total = policy + cfg.value_weight * value - cfg.entropy_weight * entropy
         with torch.no_grad():
             stats = dict(loss=total, policy_loss=policy, value_loss=value, entropy=entropy,
@@ -226,10 +255,7 @@ class PPO:
                 raise NonFiniteError(f"segment.{name} holds NaN/Inf: update skipped, weights kept",
                                      source="environment")
         check_values(seg.value, cfg, self.updates)
-        reward = seg.reward.to(seg.value.dtype)
-        if cfg.reward_clip > 0:
-            reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
-        adv, ret = gae(reward, seg.done, seg.value, cfg.discount, cfg.gae_lambda)
+        adv, ret = advantages(seg, cfg)
         backup = copy.deepcopy((agent.state_dict(), self.opt.state_dict()))
         sums: dict[str, float] = {}
         n = 0
@@ -287,7 +313,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
         actor = build_agent(cfg, spec)
         agent.to(device)
     ppo = PPO(agent, cfg, math.ceil(cfg.total_frames / cfg.frames_per_update) if cfg.lr_decay else 0)
-    run = open_run(cfg, run_dir, resume)
+    run = open_run(cfg, run_dir, resume, spec)
     book = RunBook(cfg, run, resume, "ppo", dict(agent=agent, ppo=ppo))
     counters, env_seed = book.counters, book.env_seed
     env = make_env(cfg.env, cfg.num_envs, seed=env_seed)

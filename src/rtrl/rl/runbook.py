@@ -127,13 +127,18 @@ def load_stem(agent: Agent, source: str | Path) -> None:
     agent.stem.load_state_dict(stem)
 
 
-def open_run(cfg: TrainConfig, run_dir: Optional[str | Path], resume: bool) -> Optional[Run]:
+def open_run(cfg: TrainConfig, run_dir: Optional[str | Path], resume: bool,
+             spec: Optional[EnvSpec] = None) -> Optional[Run]:
     """The run folder (None without ``run_dir``). A resumed run's config must match, except the
-    budget-like keys, and options added to ``TrainConfig`` after the run started, left at default."""
+    budget-like keys, and options added to ``TrainConfig`` after the run started, left at default.
+    ``spec`` is written to ``env_spec.json``: what ``load_agent`` needs without making the env."""
     if not run_dir:
         return None
-    return Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=MAY_CHANGE,
-               defaults=dataclasses.asdict(TrainConfig()))
+    run = Run(run_dir, dataclasses.asdict(cfg), resume=resume, may_change=MAY_CHANGE,
+              defaults=dataclasses.asdict(TrainConfig()))
+    if spec is not None:
+        (run.path / "env_spec.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+    return run
 
 
 def finish_run(run: Optional[Run], cfg: TrainConfig, result: dict) -> dict:
@@ -160,11 +165,11 @@ def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, greedy: bool
     over-counted, as they would be by taking whichever episodes end first."""
     from rtrl.rl.envs import make_env
 
-    n = min(num_envs, episodes)
-    quota = [episodes // n + (i < episodes % n) for i in range(n)]
-    env = make_env(env_name, n, seed=seed, evaluation=True)  # Atari: whole games; episodes end at done
+    env = make_env(env_name, min(num_envs, episodes), seed=seed, evaluation=True)  # Atari: whole games
+    n = min(env.num_envs, episodes)  # an env object of the Python API keeps its own size
+    quota = [episodes // n + (i < episodes % n) for i in range(n)] + [0] * (env.num_envs - n)
     loop = ActorLoop(env, agent, 1, 0, seed)
-    returns: list[list[float]] = [[] for _ in range(n)]
+    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
     while any(len(r) < q for r, q in zip(returns, quota)):
         a, _, loop.state = agent.act(loop.obs, loop.reward, loop.done, loop.state, greedy=greedy)
         o, r, d = env.step(a.numpy())

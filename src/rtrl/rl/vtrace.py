@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rtrl.rl import dists
+
 
 class VTraceReturns(NamedTuple):
     vs: Tensor  # (T, B) value targets
@@ -66,13 +68,28 @@ def actor_critic_loss(
     bootstrap_value: Tensor,
     value_weight: float = 0.5,
     entropy_weight: float = 0.01,
+    continuous: bool = False,
 ) -> Losses:
     """IMPALA's loss, summed over time and batch as the paper's code does.
 
     ``logits``/``behaviour_logits`` ``(T, B, A)``, ``values`` ``(T, B)`` (with grad), ``actions``
     ``(T, B)``, ``rewards``/``discounts`` ``(T, B)``, ``bootstrap_value`` ``(B,)``.
     policy = −Σ log π(a)·A_vtrace;  value = ½ Σ (v_s − V)²;  entropy = Σ π log π.
+
+    ``continuous=True``: ``logits``/``behaviour_logits`` are Gaussian parameters ``[mean; log_std]``
+    ``(T, B, 2A)`` and ``actions`` ``(T, B, A)``; the importance ratio is the density ratio
+    ``log π(a) − log μ(a)`` (summed over the action's dimensions) and the entropy term is minus the
+    Gaussian's entropy (:mod:`rtrl.rl.dists`).
     """
+    if continuous:
+        logp_a = dists.log_prob(logits, actions, True)
+        log_mu_a = dists.log_prob(behaviour_logits, actions, True)
+        targets = vtrace(logp_a.detach() - log_mu_a, discounts, rewards, values.detach(), bootstrap_value.detach())
+        policy = -(logp_a * targets.pg_advantages).sum()
+        value = 0.5 * ((targets.vs - values) ** 2).sum()
+        entropy = -dists.entropy(logits, True).sum()
+        total = policy + value_weight * value + entropy_weight * entropy
+        return Losses(total, policy, value, entropy_weight * entropy)
     logp = F.log_softmax(logits, -1)
     logp_a = logp.gather(-1, actions[..., None]).squeeze(-1)
     log_mu_a = F.log_softmax(behaviour_logits, -1).gather(-1, actions[..., None]).squeeze(-1)

@@ -11,9 +11,9 @@ episode ended with this step; ``reward[i]`` is that step's reward (it belongs to
 that ended), and ``obs[i]`` is already the *first* observation of the next episode. So the
 learner's reset flag for the observation ``obs_t`` is ``done_{t-1}`` (``True`` for the
 observations returned by :meth:`VecEnv.reset`). Terminated and truncated (time limit) episodes
-are both ``done``: the learner treats both as the end of the episode and does not bootstrap past
-it. That is the right reading for popgym, whose episodes end at a fixed length as part of the
-task, and the usual one for MiniGrid's ``max_steps``.
+are both ``done`` (the state is reset at the next observation), but a truncation is bootstrapped:
+after each step ``env.truncated`` says which episodes a time limit cut and ``env.final_obs`` holds
+the observations they stopped at (see :mod:`rtrl.rl.envs.base`).
 
 Supported names (``ENV_NAMES``):
 
@@ -27,13 +27,17 @@ Supported names (``ENV_NAMES``):
   optimal policy needs the previous action (popgym's ``obs_requires_prev_action``: Battleship,
   Concentration, MineSweeper, MultiarmedBandit) get the one-hot of the previous (flattened)
   action appended, all zeros on an episode's first observation, as popgym's ``PreviousAction``
-  wrapper advises. The Pendulum tasks have continuous actions and are refused;
+  wrapper advises. The Pendulum tasks have continuous (Box) actions: a Gaussian policy;
   ``popgym-Labyrinth*`` needs ``pip install mazelib`` as well.
 * ``MiniGrid-*`` (``pip install minigrid``), e.g. ``MiniGrid-MemoryS7-v0``: the symbolic
   partial view (``7×7×3`` object, colour, state indices) one-hot encoded per channel (11 + 6 + 3
   = 20 values per cell, cell-major), then the one-hot agent direction (4): a flat float32 vector
   of ``49·20 + 4 = 984`` for the default view. The mission string is dropped (constant in the
   Memory tasks). All 7 MiniGrid actions are kept.
+
+* Any other registered Gymnasium id, ``module:EnvId`` (the module is imported first, registering
+  the env) and ``PositionOnly/<MuJoCo id>`` / ``VelocityOnly/<MuJoCo id>`` (see
+  :mod:`rtrl.rl.envs.generic`): Discrete, MultiDiscrete and Box actions.
 
 The gymnasium envs are stepped in a plain Python loop inside the :class:`VecEnv`: on a 2-core
 machine a subprocess vector env gains little, and the agent costs far more than these envs.

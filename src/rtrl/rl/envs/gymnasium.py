@@ -1,9 +1,11 @@
 """Gymnasium environments stepped in a loop: observation encoders, action decoders, ``GymVecEnv``.
 
 Observations are encoded as a flat float32 vector: one-hot for ``Discrete`` and for each
-component of ``MultiDiscrete``, ``Box`` flattened, ``Tuple``/``Dict`` concatenated. Actions:
-``Discrete`` as is; ``MultiDiscrete`` flattened into one ``Discrete(prod(nvec))``, row-major
-(``np.unravel_index``).
+component of ``MultiDiscrete``, ``Box`` flattened, ``Tuple``/``Dict`` concatenated; an image
+(a ``uint8`` ``Box`` of shape ``(H, W, C)`` with ``C`` in 1, 3, 4, or ``(H, W)``) is kept as
+pixels ``(C, H, W)`` uint8 (:func:`_obs_encoder`). Actions: ``Discrete`` as is; ``MultiDiscrete``
+flattened into one ``Discrete(prod(nvec))``, row-major (``np.unravel_index``); ``Box``
+continuous, from the agent's normalised ``[-1, 1]`` (:func:`_box_decoder`).
 """
 
 from __future__ import annotations
@@ -70,21 +72,91 @@ def _action_decoder(space: Any) -> tuple[int, Callable[[int], Any]]:
                      "(Discrete, or MultiDiscrete flattened into one Discrete)")
 
 
+MAX_FLAT_ACTIONS = 4096  # a MultiDiscrete flattened beyond this would make a policy head too wide
+
+
+def _box_decoder(space: Any) -> tuple[int, Callable[[np.ndarray], Any], np.ndarray, np.ndarray]:
+    """``(size, decode, low, high)`` for a ``Box`` action space. The agent acts in a normalised
+    space: a bounded dimension's ``[-1, 1]`` is mapped affinely onto ``[low, high]`` after clipping
+    the agent's action to ``[-1, 1]`` (a Gaussian draw may fall outside); an unbounded dimension
+    is passed as it is. ``low``/``high`` are the flat bounds (``±inf`` where unbounded)."""
+    low = np.asarray(space.low, np.float64).ravel()
+    high = np.asarray(space.high, np.float64).ravel()
+    bounded = np.isfinite(low) & np.isfinite(high)
+    lo, span = np.where(bounded, low, 0.0), np.where(bounded, high - low, 0.0)
+    shape, dtype = space.shape, space.dtype
+
+    def decode(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        scaled = lo + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * span
+        return np.where(bounded, scaled, a).reshape(shape).astype(dtype)
+
+    return int(np.prod(shape)), decode, low, high
+
+
+def _any_action_decoder(space: Any) -> tuple[bool, int, Callable[[Any], Any]]:
+    """``(continuous, size, decode)`` for a Discrete, MultiDiscrete or Box action space, or a
+    ``ValueError`` naming what is supported."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        if not np.issubdtype(space.dtype, np.floating):
+            raise ValueError(f"action space {space} is an integer Box: wrap the env so that its actions are a "
+                             "Discrete/MultiDiscrete space (or a float Box)")
+        size, decode, _, _ = _box_decoder(space)
+        return True, size, decode
+    if isinstance(space, spaces.MultiDiscrete) and int(np.prod(np.asarray(space.nvec, np.float64))) > MAX_FLAT_ACTIONS:
+        raise ValueError(f"action space {space} has {int(np.prod(space.nvec))} joint actions; rtrl flattens a "
+                         f"MultiDiscrete into one Discrete and allows at most {MAX_FLAT_ACTIONS}: wrap the env to "
+                         "offer fewer joint actions")
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
+        n, decode = _action_decoder(space)
+        return False, n, decode
+    raise ValueError(f"action space {space} is not supported: use Discrete, MultiDiscrete or Box actions "
+                     "(wrap the env, e.g. with a gymnasium ActionWrapper, to offer one of them)")
+
+
+def _is_image(space: Any) -> bool:
+    from gymnasium import spaces
+
+    shape = getattr(space, "shape", None) or ()
+    return (isinstance(space, spaces.Box) and space.dtype == np.uint8
+            and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))))
+
+
+def _obs_encoder(space: Any) -> tuple[int | tuple[int, ...], Encoder, Any]:
+    """``(size or (C, H, W), encode, dtype)`` for any supported observation space: images as
+    ``uint8`` pixels ``(C, H, W)``, everything else as a flat float32 vector (:func:`_space_encoder`)."""
+    if _is_image(space):
+        if len(space.shape) == 2:
+            h, w = space.shape
+            return (1, h, w), lambda x: np.asarray(x, np.uint8)[None], np.uint8
+        h, w, c = space.shape
+        return (c, h, w), lambda x: np.ascontiguousarray(np.asarray(x, np.uint8).transpose(2, 0, 1)), np.uint8
+    size, encode = _space_encoder(space)
+    return size, encode, np.float32
+
+
 class GymVecEnv(VecEnv):
     """``num_envs`` gymnasium envs stepped in a Python loop, with observations encoded to flat
     float32 vectors by ``encoder`` and flat action indices decoded by ``decoder``.
 
     ``prev_action=True`` appends the one-hot of the previous flat action to each observation
-    (zeros on an episode's first observation)."""
+    (zeros on an episode's first observation); for continuous actions, the previous action itself.
+    ``continuous=True``: ``decoder`` maps a normalised action vector (:func:`_box_decoder`).
+    An episode that ends with ``truncated`` and not ``terminated`` is reported in ``self.truncated``,
+    its last observation in ``self.final_obs`` (see :mod:`rtrl.rl.envs.base`)."""
 
     def __init__(self, name: str, envs: list, encoder: tuple[int | tuple[int, ...], Encoder],
                  decoder: tuple[int, Callable[[int], Any]], prev_action: bool = False,
-                 obs_dtype: Any = np.float32) -> None:
+                 obs_dtype: Any = np.float32, continuous: bool = False) -> None:
         self.name = name
         self.num_envs = len(envs)
         self._envs = envs
         (obs_dim, self._encode), (self.num_actions, self._decode) = encoder, decoder
         self._prev_action = prev_action
+        self.continuous = continuous
+        self.action_space = getattr(envs[0], "action_space", None) if envs else None
         if isinstance(obs_dim, int):
             self.obs_shape = (obs_dim + (self.num_actions if prev_action else 0),)
         else:  # pixels, (C, H, W)
@@ -93,11 +165,14 @@ class GymVecEnv(VecEnv):
         self._closed = False
         super().__init__()
 
-    def _put(self, out: np.ndarray, i: int, obs: Any, action: Optional[int]) -> None:
+    def _put(self, out: np.ndarray, i: int, obs: Any, action: Any) -> None:
         enc = self._encode(obs)
         out[i, : enc.shape[0]] = enc
         if self._prev_action and action is not None:
-            out[i, enc.shape[0] + action] = 1.0
+            if self.continuous:
+                out[i, enc.shape[0]:] = np.clip(action, -1.0, 1.0)
+            else:
+                out[i, enc.shape[0] + action] = 1.0
 
     def _reset(self, seed: int) -> np.ndarray:
         obs = np.zeros((self.num_envs, *self.obs_shape), self.obs_dtype)
@@ -111,12 +186,17 @@ class GymVecEnv(VecEnv):
         reward = np.zeros(self.num_envs, np.float32)
         done = np.zeros(self.num_envs, bool)
         for i, env in enumerate(self._envs):
-            a = int(actions[i])
+            a = actions[i] if self.continuous else int(actions[i])
             o, r, terminated, truncated, _ = env.step(self._decode(a))
             reward[i] = r
             if terminated or truncated:
                 # The env keeps its own RNG, so the next episode needs no new seed.
                 done[i] = True
+                if truncated and not terminated:  # a time limit: the learner bootstraps from o
+                    if self.final_obs is None:
+                        self.final_obs = np.zeros_like(obs)
+                    self.truncated[i] = True
+                    self._put(self.final_obs, i, o, a)
                 o, _ = env.reset()
                 self._put(obs, i, o, None)
             else:

@@ -3,7 +3,7 @@
 The tasks whose optimal policy needs the previous action (popgym's ``obs_requires_prev_action``:
 Battleship, Concentration, MineSweeper, MultiarmedBandit) get the one-hot of the previous (flat)
 action appended, all zeros on an episode's first observation, as popgym's ``PreviousAction``
-wrapper advises. The Pendulum tasks have continuous actions and are refused;
+wrapper advises. The Pendulum tasks have continuous (Box) actions: the agent's Gaussian policy;
 ``popgym-Labyrinth*`` needs ``pip install mazelib`` as well.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 from rtrl.rl.envs.base import VecEnv, require
-from rtrl.rl.envs.gymnasium import GymVecEnv, _action_decoder, _space_encoder
+from rtrl.rl.envs.gymnasium import GymVecEnv, _any_action_decoder, _space_encoder
 
 
 def make_popgym(name: str, num_envs: int) -> VecEnv:
@@ -28,10 +28,10 @@ def make_popgym(name: str, num_envs: int) -> VecEnv:
     envs = [gym.make(name, disable_env_checker=True) for _ in range(num_envs)]
     e = envs[0]
     try:
-        decoder = _action_decoder(e.action_space)
+        continuous, n, decode = _any_action_decoder(e.action_space)
     except ValueError as err:
         for env in envs:
             env.close()
         raise ValueError(f"{name}: {err}") from None
     prev_action = bool(getattr(e.unwrapped, "obs_requires_prev_action", False))
-    return GymVecEnv(name, envs, _space_encoder(e.observation_space), decoder, prev_action)
+    return GymVecEnv(name, envs, _space_encoder(e.observation_space), (n, decode), prev_action, continuous=continuous)

@@ -20,6 +20,9 @@ ENV_NAMES: tuple[str, ...] = (
     "MiniGrid-*",
     "MemoryGym-<MortarMayhem|MysteryPath|SearingSpotlights>[-Grid]-v0[:param=value,...]",
     "MemoryMaze-<9x9|11x11|13x13|15x15>-v0",
+    "<any Gymnasium id>",
+    "<module>:<EnvId>",
+    "<PositionOnly|VelocityOnly>/<MuJoCo id>",
 )
 """The supported families of names, as patterns (see :mod:`rtrl.rl.envs`)."""
 
@@ -33,6 +36,31 @@ SDL), so processes that step them start by spawning."""
 def fork_safe(name: str) -> bool:
     """Whether an actor process for env ``name`` may start by ``fork`` (fast) instead of ``spawn``."""
     return name.startswith(FORK_SAFE_PREFIXES)
+
+
+LIVE_PREFIX = "object:"
+LIVE_ENVS: dict[str, VecEnv] = {}
+"""Env objects handed to the Python API (``rtrl.api.train(cfg, env=<a VectorEnv>)``), by the name
+``object:<name>`` that the run's config records; ``make_env`` lends them out (closing the loan
+leaves them open)."""
+
+
+class _Borrowed(VecEnv):
+    """A live env lent by ``make_env``: stepped as itself, its ``close`` a no-op (its owner closes it)."""
+
+    def __init__(self, env: VecEnv) -> None:
+        self._env = env
+        for k in ("name", "num_envs", "obs_shape", "obs_dtype", "num_actions", "continuous", "action_space"):
+            setattr(self, k, getattr(env, k, None))
+        super().__init__()
+
+    def _reset(self, seed: int) -> np.ndarray:
+        return self._env.reset(seed)
+
+    def _step(self, actions: np.ndarray):
+        obs, reward, done = self._env.step(actions)
+        self.truncated, self.final_obs = self._env.truncated, self._env.final_obs
+        return obs, reward, done
 
 
 def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) -> VecEnv:
@@ -50,7 +78,12 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     num_envs = int(num_envs)
     m = RECALL_RE.match(name)
-    if m:
+    if name.startswith(LIVE_PREFIX):  # a Python env object (its own num_envs), only in the process that has it
+        if name not in LIVE_ENVS:
+            raise ValueError(f"{name!r} was a Python env object handed to rtrl.api.train; it exists only in that "
+                             "process: pass the env again, e.g. rtrl.api.evaluate(run_dir, env=...)")
+        env = _Borrowed(LIVE_ENVS[name])
+    elif m:
         delay = int(m.group(1)) if m.group(1) else RECALL_DEFAULT_DELAY
         env: VecEnv = RecallVecEnv(num_envs, delay, name=name)
     elif name.startswith("popgym-"):
@@ -77,7 +110,12 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
         from rtrl.rl.envs.atari import AtariVecEnv
 
         env = AtariVecEnv(name, num_envs, episodic_life=not evaluation)
-    else:
-        raise ValueError(f"unknown environment {name!r}; supported families: {', '.join(ENV_NAMES)}")
+    else:  # any other Gymnasium id, "module:EnvId", or a masked MuJoCo task
+        from rtrl.rl.envs.generic import make_gym, registered, split_name, unknown_id_message
+
+        _, module, env_id = split_name(name)
+        if not registered(env_id, module):
+            raise ValueError(unknown_id_message(name, ", ".join(ENV_NAMES[:8])))
+        env = make_gym(name, num_envs)
     env.default_seed = int(seed)
     return env

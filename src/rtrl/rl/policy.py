@@ -1,0 +1,241 @@
+"""A trained agent's acting path as a module: ``load_agent(run_dir)`` and ``rtrl export``.
+
+    policy = load_agent("runs/my-run")                      # a Policy (torch.nn.Module), CPU, eval mode
+    state = policy.initial_state(batch_size=1)              # zeros: the state before an episode's first step
+    action, state = policy.act(obs, state)                  # obs (B, *obs_shape); greedy by default
+    action, state = policy.act(obs, state, prev_reward=r, first=is_first)   # what the agent was trained with
+
+``Policy.forward(obs, prev_reward, first, state) -> (action, value, policy_params, next_state)`` is
+one step of the inference path (no sensitivities, no gradients) with the recurrent state as an
+explicit real tensor ``(B, state_size)``; ``rtrl export RUN_DIR --format torchscript|onnx`` writes
+exactly this function. Its inputs:
+
+* ``obs`` ``(B, *obs_shape)`` as the env adapter encodes it (float32 vectors, uint8 pixels);
+* ``prev_reward`` ``(B,)`` float32: the reward that arrived with ``obs`` (0 on a first step);
+* ``first`` ``(B,)`` float32, 1.0 where ``obs`` starts a new episode: the state is zeroed and the
+  previous reward ignored there (the reset rule of :mod:`rtrl.rl.agent`);
+* ``state`` ``(B, state_size)`` float32, zeros before the first step.
+
+Outputs: ``action`` (greedy: ``argmax`` of the logits, int64 ``(B,)``; for Box actions the
+Gaussian's mean, clipped to ``[-1, 1]`` and mapped onto the env's ``[low, high]``, ``(B, A)``),
+``value`` ``(B,)``, ``policy_params`` (the logits ``(B, A)``, or the Gaussian's ``[mean; log_std]``
+``(B, 2A)`` in the agent's normalised action space, to sample from), ``next_state``.
+
+States, per core: the eLSTM's ``c`` (N); the LSTMs' ``[h; c]`` (2N); the GRU's ``h`` (N); the LRU's and RTU's complex
+``c`` as real pairs ``(Re c_1, Im c_1, Re c_2, …)`` (2N for the LRU, ``hidden_size`` for the RTU):
+ONNX has no complex type, so their step is written here in real arithmetic (the same numbers as
+the complex one; tested); the feedforward agent carries a dummy state of size 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtrl.rl import dists
+from rtrl.rl.agent import Agent, Feedforward, ResettableGRU, ResettableLSTM
+from rtrl.state import RecurrentState
+
+FORMATS = ("torchscript", "onnx")
+
+
+class Policy(nn.Module):
+    """One acting step of an :class:`Agent`, its recurrent state an explicit real tensor (see module doc).
+
+    A snapshot for inference: the LRU's and RTU's ``λ`` and ``γ`` are computed from the weights when
+    the policy is built (build a new one after changing the agent's weights).
+
+    ``action_low``/``action_high``: the env's Box bounds (flat; ``±inf`` where unbounded) to map a
+    continuous action from the agent's normalised space; ignored for discrete actions."""
+
+    def __init__(self, agent: Agent, action_low: Any = None, action_high: Any = None) -> None:
+        super().__init__()
+        self.agent = agent.eval().requires_grad_(False)
+        self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
+        core = agent.core
+        self._kind = ("none" if isinstance(core, Feedforward) else "lstm" if isinstance(core, ResettableLSTM)
+                      else "gru" if isinstance(core, ResettableGRU) else "dense" if hasattr(core, "_step")
+                      else "complex" if core.cell.complex_state else "real")
+        c = agent.initial_state(1, learner=False).c
+        self.state_size = max(2 * c.shape[-1] if c.is_complex() else c.shape[-1], 1)
+        n = self.num_actions if self.continuous else 0
+        low = torch.as_tensor(np.asarray(action_low if action_low is not None else [-1.0] * n, np.float64)).float()
+        high = torch.as_tensor(np.asarray(action_high if action_high is not None else [1.0] * n, np.float64)).float()
+        bounded = torch.isfinite(low) & torch.isfinite(high)
+        self.register_buffer("_low", torch.where(bounded, low, torch.zeros_like(low)))
+        self.register_buffer("_span", torch.where(bounded, high - low, torch.zeros_like(low)))
+        self.register_buffer("_bounded", bounded)
+        if self._kind == "complex":  # λ and γ depend on the weights only: computed once, in float64
+            theta = core.cell.weight_hh.detach().double()
+            e_nu, phase = torch.exp(theta[0]), torch.exp(theta[1])
+            lam = torch.polar(torch.exp(-e_nu), phase)
+            gamma = torch.sqrt(-torch.expm1(-2 * e_nu)) if core.cell.normalise else torch.ones_like(e_nu)
+            dtype = core.cell.weight_ih.dtype
+            self.register_buffer("_lam_re", lam.real.to(dtype))
+            self.register_buffer("_lam_im", lam.imag.to(dtype))
+            self.register_buffer("_gamma", gamma.to(dtype))
+
+    # -- the exported step --------------------------------------------------------------------------
+
+    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
+        agent = self.agent
+        keep = 1.0 - first.to(torch.float32)
+        feats = agent.stem(obs)
+        x = torch.cat((feats, (prev_reward.clamp(-1, 1) * keep)[:, None]), -1)
+        y, state = self._core_step(x, state * keep[:, None])
+        params = agent.policy_params(y)
+        value = agent.value(y).squeeze(-1)
+        return self.env_action(dists.sample(params, self.continuous, greedy=True)), value, params, state
+
+    def _core_step(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        core = self.agent.core
+        if self._kind == "none":
+            return x, s
+        if self._kind == "lstm":
+            h, c = s.chunk(2, -1)
+            h, c = core.cell(x, (h, c))
+            return h, torch.cat((h, c), -1)
+        if self._kind == "gru":
+            h = core.cell(x, s)
+            return h, h
+        if self._kind == "dense":  # SnAp-1 / UORO: a dense LSTM or RNN, state [h; c] or h
+            s, _ = core._step(F.linear(x, core.weight_ih, core.bias), s)
+            return s[:, : core.hidden_size], s
+        cell = core.cell
+        p = F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, core.state_size))
+        theta = cell.weight_hh
+        if self._kind == "real":  # the eLSTM: its own step and output gate
+            c = cell.step(s, p, theta)
+            return core._readout(x, c), c
+        # LRU / RTU: c_t = λ c_{t-1} + γ (p_re + i p_im) in (re, im) pairs; λ, γ (1 for the RTU) from __init__
+        lam_re, lam_im = self._lam_re, self._lam_im
+        q_re, q_im = self._gamma * p[:, 0], self._gamma * p[:, 1]
+        c = s.unflatten(-1, (core.state_size, 2))
+        c_re, c_im = c[..., 0], c[..., 1]
+        c = torch.stack((lam_re * c_re - lam_im * c_im + q_re, lam_re * c_im + lam_im * c_re + q_im), -1).flatten(-2)
+        if hasattr(core, "readout"):  # the LRU: y = D x + Re(C c), C acting on the interleaved pairs
+            return core.skip(x) + F.linear(c, core.readout.weight), c
+        from rtrl.nn import ACTIVATIONS
+
+        return ACTIVATIONS[core.activation](c), c  # the RTU: g((Re c_1, Im c_1, ...))
+
+    def env_action(self, action: Tensor) -> Tensor:
+        """The agent's action in the env's terms: discrete as it is; continuous clipped to ``[-1, 1]`` and
+        mapped onto ``[low, high]`` where bounded (as the env adapter does)."""
+        if not self.continuous:
+            return action
+        return torch.where(self._bounded, self._low + (action.clamp(-1, 1) + 1) * 0.5 * self._span, action)
+
+    # -- convenience ----------------------------------------------------------------------------------
+
+    def initial_state(self, batch_size: int = 1) -> Tensor:
+        """The state before an episode's first step: zeros ``(batch_size, state_size)``."""
+        return torch.zeros(batch_size, self.state_size)
+
+    @torch.no_grad()
+    def act(self, obs: Any, state: Tensor, prev_reward: Any = None, first: Any = None,
+            greedy: bool = True) -> tuple[Tensor, Tensor]:
+        """``(action, next_state)`` for ``obs`` ``(B, *obs_shape)`` (a numpy array or a tensor).
+
+        ``prev_reward`` ``(B,)`` (default 0) and ``first`` ``(B,)`` bool (default False: start an
+        episode from :meth:`initial_state` instead) as in :meth:`forward`. ``greedy=False`` samples from
+        the policy (the mode the agent was trained in)."""
+        obs = torch.as_tensor(np.asarray(obs))
+        if tuple(obs.shape[1:]) != tuple(self.obs_shape):
+            raise ValueError(f"observations of shape {tuple(obs.shape)} given to a policy for (B, *{self.obs_shape})")
+        B = obs.shape[0]
+        r = torch.zeros(B) if prev_reward is None else torch.as_tensor(np.asarray(prev_reward), dtype=torch.float32)
+        f = torch.zeros(B) if first is None else torch.as_tensor(np.asarray(first)).to(torch.float32)
+        action, _, params, state = self(obs, r, f, state)
+        if not greedy:
+            action = self.env_action(dists.sample(params, self.continuous))
+        return action, state
+
+    def real_state(self, state: RecurrentState) -> Tensor:
+        """An :class:`Agent`'s state as this module's real tensor (complex units as (re, im) pairs)."""
+        c = state.c
+        if c.is_complex():
+            c = torch.view_as_real(c).flatten(-2)
+        return c if c.shape[-1] else torch.zeros(c.shape[0], 1, dtype=c.dtype)
+
+
+def run_spec(run_dir: Path, cfg):
+    """The :class:`EnvSpec` of a run: its ``env_spec.json``, or (older runs) asked of the env."""
+    from rtrl.rl.config import EnvSpec
+
+    spec_file = run_dir / "env_spec.json"
+    if spec_file.is_file():
+        return EnvSpec.from_json(json.loads(spec_file.read_text()))
+    from rtrl.rl.envs import make_env
+
+    probe = make_env(cfg.env, 1)
+    try:
+        return EnvSpec.of(probe)
+    finally:
+        probe.close()
+
+
+def load_agent(run_dir: str | Path, checkpoint: str = "latest") -> Policy:
+    """The acting policy of a run folder's checkpoint (``"latest"``, or ``"best"``), on the CPU."""
+    from rtrl.rl.config import CHECKPOINT_KIND, TrainConfig, build_agent
+    from rtrl.runs import RunError, load_checkpoint, load_newest
+
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
+    cfg = TrainConfig(**json.loads(cfg_file.read_text()))
+    kind = CHECKPOINT_KIND.get(cfg.algo)
+    if checkpoint == "best":
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt", kind)
+    elif checkpoint == "latest":
+        ckpt = load_newest(run_dir / "checkpoints", kind)
+    else:
+        raise ValueError(f"checkpoint must be 'latest' or 'best', got {checkpoint!r}")
+    spec = run_spec(run_dir, cfg)
+    agent = build_agent(cfg, spec)
+    agent.load_state_dict(ckpt["agent"])
+    return Policy(agent, spec.action_low or None, spec.action_high or None)
+
+
+def example_inputs(policy: Policy, batch_size: int = 2) -> tuple[Tensor, ...]:
+    dtype = policy.agent.stem.fc.weight.dtype if hasattr(policy.agent.stem, "fc") else torch.float32
+    obs = torch.zeros(batch_size, *policy.obs_shape, dtype=torch.uint8 if len(policy.obs_shape) == 3 else dtype)
+    return obs, torch.zeros(batch_size), torch.ones(batch_size), policy.initial_state(batch_size)
+
+
+INPUTS, OUTPUTS = ("obs", "prev_reward", "first", "state"), ("action", "value", "policy_params", "next_state")
+
+
+def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, checkpoint: str = "latest") -> Path:
+    """Write a run's acting policy (:meth:`Policy.forward`) as TorchScript (``policy.pt``) or ONNX
+    (``policy.onnx``, opset 17, a dynamic batch axis); returns the file's path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
+    policy = load_agent(run_dir, checkpoint)
+    out = Path(out) if out else Path(run_dir) / ("policy.pt" if fmt == "torchscript" else "policy.onnx")
+    inputs = example_inputs(policy)
+    with torch.no_grad():
+        if fmt == "torchscript":
+            traced = torch.jit.trace(policy, inputs, check_trace=False)
+            traced.save(str(out))
+        else:
+            try:
+                import onnx  # noqa: F401
+            except ImportError:
+                raise ImportError("--format onnx needs the onnx package: pip install 'rtrl[export]' "
+                                  "(or pip install onnx onnxscript)") from None
+            batch = {0: "batch"}
+            torch.onnx.export(policy, inputs, str(out), input_names=list(INPUTS), output_names=list(OUTPUTS),
+                              dynamic_axes={n: batch for n in INPUTS + OUTPUTS}, opset_version=17, dynamo=False)
+    meta = dict(format=fmt, inputs=list(INPUTS), outputs=list(OUTPUTS), obs_shape=list(policy.obs_shape),
+                state_size=policy.state_size, continuous=policy.continuous, num_actions=policy.num_actions,
+                core=policy.agent.core_name)
+    out.with_suffix(out.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
