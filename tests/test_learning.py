@@ -4,12 +4,16 @@
 of 8 steps). With rollouts of ``unroll = 5`` steps the segment boundaries fall at multiples of 5
 and the episodes start at multiples of 8: most segments start mid-episode, and no segment holds
 both a cue and its query (they are 7 steps apart, a segment spans 5). Truncated BPTT's gradient
-therefore never links the action at the query to the cue; RTRL's carried sensitivities do. The
-memory must be learned: the untrained eLSTM forgets the cue (forget gates near 0.5).
+therefore never links the action at the query to the cue; RTRL's carried sensitivities do (that
+this gradient is exact is proven in tests/test_ppo.py; here it must also be *learned* from).
 
-Measured on this machine (PPO, 32 envs, 80k frames, greedy return over 50 held-out episodes; a
-memoryless policy gets 0 in expectation, ±0.2 on these 50 episodes): ``rtrl-elstm`` 1.0 on seeds 0,
-1, 2, 3; ``tbptt-elstm`` ≤ 0.2 on seeds 0, 1, 2, 3. About 20 s a run on an idle 2-core machine.
+Whether a seed learns it is bimodal, and the seeds that learn change with any change of the code
+that perturbs floating point (the run is chaotic): measured on this machine with the settings
+below (PPO, 256 envs, 200 k frames, ~7 s a run), ``rtrl-elstm`` solved 10 of seeds 0-14 (seeds that
+fail stay at chance; with the same budget and the credit inside one segment, ``unroll = 8``, it
+solved 5/5), ``tbptt-elstm`` solved none of seeds 0-8. So the test asks for one solving seed
+among the first five for RTRL (a ~0.3 % chance to miss at a 70 % rate) and none among two for
+truncated BPTT. A carry-in that is dropped or wrong turns RTRL into truncated BPTT: 0 of 5.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from rtrl.rl.train import TrainConfig, train
 
 # every hyper-parameter that shapes learning is pinned here, so that a change of defaults cannot
 # quietly turn this into another experiment
-CROSS_SEGMENT = dict(algo="ppo", env="rtrl-Recall6-v0", unroll=5, num_envs=32, num_actors=0, ppo_minibatches=2,
-                     ppo_epochs=4, optimizer="adam", lr=2e-3, lr_decay=True, grad_clip=0.5, clip_coef=0.2,
+CROSS_SEGMENT = dict(algo="ppo", env="rtrl-Recall6-v0", unroll=5, num_envs=256, num_actors=0, ppo_minibatches=4,
+                     ppo_epochs=2, optimizer="adam", lr=3e-3, lr_decay=True, grad_clip=0.5, clip_coef=0.2,
                      clip_value=True, gae_lambda=0.95, discount=0.99, value_weight=0.5, entropy_weight=0.01,
-                     reward_clip=1.0, hidden_size=64, encoder_width=64, forget_bias=0.0, stem="mlp",
-                     total_frames=80_000, eval_episodes=50, log_every=1000, checkpoint_every=1000, seed=0)
+                     reward_clip=1.0, hidden_size=64, encoder_width=64, forget_bias=1.0, stem="mlp",
+                     total_frames=200_000, eval_episodes=50, log_every=1000, checkpoint_every=1000)
+SOLVED = 0.8  # greedy return over 50 held-out episodes; chance is 0 in expectation (±0.2 on 50)
 
 
 def test_the_segments_split_every_cue_from_its_query():
@@ -35,11 +40,21 @@ def test_the_segments_split_every_cue_from_its_query():
     assert any(start % unroll for start in range(0, 40 * episode, episode))  # segments start mid-episode
 
 
-@pytest.mark.parametrize("core, learns", [("rtrl-elstm", True), ("tbptt-elstm", False)])
-def test_ppo_credit_across_segments_needs_rtrl(tmp_path, core, learns):
-    result = train(TrainConfig(core=core, **CROSS_SEGMENT), tmp_path / core, progress=False)
-    greedy = result["eval"]["greedy"]["mean"]
-    if learns:
-        assert greedy > 0.8, result
-    else:
-        assert greedy < 0.5, result
+def _greedy(tmp_path, core: str, seed: int) -> float:
+    result = train(TrainConfig(core=core, seed=seed, **CROSS_SEGMENT), tmp_path / f"{core}-{seed}", progress=False)
+    return result["eval"]["greedy"]["mean"]
+
+
+def test_ppo_rtrl_learns_credit_across_segments(tmp_path):
+    tried = []
+    for seed in range(5):  # stop at the first seed that solves it
+        tried.append(_greedy(tmp_path, "rtrl-elstm", seed))
+        if tried[-1] > SOLVED:
+            return
+    pytest.fail(f"exact RTRL solved none of seeds 0-4 (greedy returns {tried}); it solved ~70 % of seeds when measured")
+
+
+def test_ppo_truncated_bptt_cannot_learn_credit_across_segments(tmp_path):
+    for seed in range(2):
+        greedy = _greedy(tmp_path, "tbptt-elstm", seed)
+        assert greedy < 0.5, f"truncated BPTT solved seed {seed} (greedy {greedy}): the segments must split cue and query"
