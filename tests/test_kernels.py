@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracles import bptt_gradients, random_sequence, rel_err
 
+import rtrl.exact
 from rtrl.exact import _carry_factors, _flush_floor
 from rtrl.nn import MODULES
 from rtrl.recycle import Recycler
@@ -46,6 +48,57 @@ def test_carry_factors_are_flushed_products(dtype, lti):
         ref = ref * a_kept[t].to(ref.dtype)
     assert torch.allclose(lam0.expand(B, D).to(ref.dtype), ref, **tol)
     assert (ref.abs() < 1e-30).any()  # the test reached the range where flushing happens
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_flush_floor_keeps_products_normal_and_flushes_no_more(dtype):
+    """The floor's two duties (see :func:`rtrl.exact._flush_floor`): a factor at the floor times any
+    ``|a| >= eps²`` is still normal, and nothing above that is flushed: the smallest such floor."""
+    info = torch.finfo(dtype)
+    floor = torch.tensor(_flush_floor(dtype), dtype=dtype)
+    assert floor * info.eps ** 2 >= info.tiny
+    assert floor * 0.99 * info.eps ** 2 < info.tiny  # a lower floor would break the first duty
+
+
+def test_streams_summed_in_groups_equal_bptt(monkeypatch, cell_name):
+    """The carry-in sums the streams a cache-sized group at a time: with one stream a group (7 groups
+    of streams, more streams than rows of a block) the gradient is still exactly BPTT's."""
+    monkeypatch.setattr(rtrl.exact, "_CHUNK_BYTES", 1)
+    torch.manual_seed(3)
+    batch = 7
+    m = MODULES[cell_name](2, N).double()
+    x, reset, loss_fn = random_sequence(20, batch, 2, N, boundary=8)
+    ref = bptt_gradients(m, x, reset, loss_fn)
+    m.zero_grad()
+    state = m.initial_state(batch)
+    for a, b in ((0, 8), (8, 13), (13, 20)):
+        y, state = m(x[a:b], state, reset[a:b])
+        loss_fn(y, a).backward()
+    for n, q in m.named_parameters():
+        assert rel_err(q.grad, ref[n]) < 1e-9, n
+
+
+@pytest.mark.parametrize("batch, segment", [(1, 2), (2, 1)])
+def test_one_stream_or_one_step_segments_equal_bptt(cell_name, batch, segment):
+    """Shapes where a dense ``(T, B, N)`` factor could pass for a shared one: T or B of 1 or 2."""
+    torch.manual_seed(4)
+    m = MODULES[cell_name](D, N).double()
+    x = torch.randn(6, batch, D, dtype=torch.float64)
+    reset = torch.zeros(6, batch, dtype=torch.bool)
+    reset[3, 0] = True
+    target = torch.randn(6, batch, N, dtype=torch.float64)
+
+    def loss_fn(y, t0):
+        return ((y - target[t0:t0 + y.shape[0]]) ** 2).sum() + (y ** 3).sum()
+
+    ref = bptt_gradients(m, x, reset, loss_fn)
+    m.zero_grad()
+    state = m.initial_state(batch)
+    for a in range(0, 6, segment):
+        y, state = m(x[a:a + segment], state, reset[a:a + segment])
+        loss_fn(y, a).backward()
+    for n, q in m.named_parameters():
+        assert rel_err(q.grad, ref[n]) < 1e-9, n
 
 
 def test_float32_agrees_with_float64(cell_name):

@@ -41,16 +41,20 @@ def test_gae_matches_the_formula():
     assert torch.allclose(ret, adv + value[:T])
 
 
-@pytest.mark.parametrize("clip_value", [True, False])
-def test_ppo_loss_matches_its_formula(clip_value):
+@pytest.mark.parametrize("clip_value, continuous", [(True, False), (False, False), (True, True)])
+def test_ppo_loss_matches_its_formula(clip_value, continuous):
     """PPO's loss (Schulman et al. 2017), element by element on a real rollout: advantages
     normalised over the minibatch, ``−mean min(r A, clip(r, 1 ± ε) A)``, the value loss
     ``½ mean max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)`` (or plain ``½ mean (V − R)²``),
     the entropy bonus, their weighted sum, the statistics, and the gradient of every weight. Old
-    log-probabilities and values are moved off the current ones so that every branch is taken."""
+    log-probabilities and values are moved off the current ones so that every branch is taken.
+    Continuous (Pendulum's Box action): π = N(mean, σ²) per dimension from the head's ``[mean; log σ]``,
+    its log-density summed over dimensions and its entropy ``Σ ½ log(2πe) + log σ``."""
     torch.manual_seed(0)
-    cfg = TrainConfig(algo="ppo", core="rtrl-elstm", num_envs=4, unroll=6, ppo_minibatches=1, hidden_size=6,
-                      encoder_width=6, value_weight=0.7, entropy_weight=0.05, clip_coef=0.2, clip_value=clip_value)
+    env_name = "Pendulum-v1" if continuous else "rtrl-Recall-v0"
+    cfg = TrainConfig(algo="ppo", env=env_name, core="rtrl-elstm", num_envs=4, unroll=6, ppo_minibatches=1,
+                      hidden_size=6, encoder_width=6, value_weight=0.7, entropy_weight=0.05, clip_coef=0.2,
+                      clip_value=clip_value)
     env = make_env(cfg.env, cfg.num_envs, seed=1)
     agent = build_agent(cfg, env).double()
     collector = Collector(env, agent, cfg.unroll, seed=1)
@@ -75,16 +79,22 @@ def test_ppo_loss_matches_its_formula(clip_value):
     surrogate, value_terms, entropies, kls, clipped = [], [], [], [], 0
     for t in range(T):
         for b in range(B):
-            pi = torch.softmax(logits[t, b], -1)
-            log_pi = torch.log(pi)
-            r = torch.exp(log_pi[seg.action[t, b]] - seg.logprob[t, b])
+            if continuous:
+                mu, log_std = logits[t, b].chunk(2)
+                z = (seg.action[t, b] - mu) / log_std.exp()
+                log_pi_a = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum()
+                entropies.append((0.5 * math.log(2 * math.pi * math.e) + log_std).sum())
+            else:
+                pi = torch.softmax(logits[t, b], -1)
+                log_pi_a = torch.log(pi[seg.action[t, b]])
+                entropies.append(-(pi * torch.log(pi)).sum())
+            r = torch.exp(log_pi_a - seg.logprob[t, b])
             a = (adv[t, b] - mean) / (std + 1e-8)
             surrogate.append(torch.min(r * a, torch.clamp(r, 1 - eps, 1 + eps) * a))
             v, v_old, target = values[t, b], seg.value[t, b], ret[t, b]
             v_clipped = v_old + torch.clamp(v - v_old, -eps, eps)
             value_terms.append(torch.max((v - target) ** 2, (v_clipped - target) ** 2) if clip_value
                                else (v - target) ** 2)
-            entropies.append(-(pi * log_pi).sum())
             kls.append((r - 1) - torch.log(r))
             clipped += abs(r.item() - 1) > eps
     policy = -torch.stack(surrogate).mean()

@@ -94,29 +94,43 @@ def test_vtrace_matches_the_reference_implementations_test_with_rho_bar_not_c_ba
     assert torch.allclose(got32.pg_advantages.double(), adv, rtol=1e-5, atol=1e-5)
 
 
-def test_actor_critic_loss_matches_its_formula():
+def gaussian_log_density(params: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """log N(a; mean, diag σ²) summed over the action's dimensions; ``params = [mean; log σ]``."""
+    mean, log_std = params.chunk(2, -1)
+    return (-0.5 * ((a - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_actor_critic_loss_matches_its_formula(continuous):
     """IMPALA's loss, summed over time and batch: ``−Σ log π(a_t) A_t + w_v ½ Σ (v_t − V(x_t))²
-    + w_e Σ_a π log π``, with the V-trace targets (ρ̄ = c̄ = 1) from ``log π(a) − log μ(a)`` taken as
-    constants, its value, each term and the gradient with respect to the logits and the values."""
+    − w_e Σ_t H(π_t)``, with the V-trace targets (ρ̄ = c̄ = 1) from ``log π(a) − log μ(a)`` taken as
+    constants, its value, each term and the gradient with respect to the logits and the values.
+    Discrete: π = softmax(logits), H = −Σ_a π log π. Continuous: π = N(mean, σ²) per dimension from
+    ``[mean; log σ]``, log π(a) the density, H = Σ_dims ½ log(2πe) + log σ."""
     torch.manual_seed(5)
     T, B, A_, w_v, w_e = 6, 3, 4, 0.3, 0.02
-    logits = torch.randn(T, B, A_, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(T, B, 2 * A_ if continuous else A_, dtype=torch.float64, requires_grad=True)
     values = torch.randn(T, B, dtype=torch.float64, requires_grad=True)
-    behaviour = torch.randn(T, B, A_, dtype=torch.float64)
-    actions = torch.randint(0, A_, (T, B))
+    behaviour = torch.randn(*logits.shape, dtype=torch.float64)
+    actions = torch.randn(T, B, A_, dtype=torch.float64) if continuous else torch.randint(0, A_, (T, B))
     rewards = torch.randn(T, B, dtype=torch.float64)
     discounts = 0.9 * (torch.rand(T, B) > 0.2).double()
     boot = torch.randn(B, dtype=torch.float64)
-    losses = actor_critic_loss(logits, values, actions, behaviour, rewards, discounts, boot, w_v, w_e)
+    losses = actor_critic_loss(logits, values, actions, behaviour, rewards, discounts, boot, w_v, w_e, continuous)
 
-    pi, mu = torch.softmax(logits, -1), torch.softmax(behaviour, -1)
-    log_pi_a = torch.log(pi.gather(-1, actions[..., None]).squeeze(-1))
-    log_rho = (log_pi_a - torch.log(mu.gather(-1, actions[..., None]).squeeze(-1))).tolist()
-    vs, adv = vtrace_ground_truth(log_rho, discounts.tolist(), rewards.tolist(), values.tolist(), boot.tolist(),
-                                  1.0, 1.0)
+    if continuous:
+        log_pi_a, log_mu_a = gaussian_log_density(logits, actions), gaussian_log_density(behaviour, actions)
+        entropy = (0.5 * math.log(2 * math.pi * math.e) + logits.chunk(2, -1)[1]).sum()
+    else:
+        pi, mu = torch.softmax(logits, -1), torch.softmax(behaviour, -1)
+        log_pi_a = torch.log(pi.gather(-1, actions[..., None]).squeeze(-1))
+        log_mu_a = torch.log(mu.gather(-1, actions[..., None]).squeeze(-1))
+        entropy = -(pi * torch.log(pi)).sum()
+    vs, adv = vtrace_ground_truth((log_pi_a - log_mu_a).tolist(), discounts.tolist(), rewards.tolist(),
+                                  values.tolist(), boot.tolist(), 1.0, 1.0)
     policy = -(log_pi_a * adv).sum()
     value = 0.5 * ((vs - values) ** 2).sum()
-    entropy_term = w_e * (pi * torch.log(pi)).sum()
+    entropy_term = -w_e * entropy
     total = policy + w_v * value + entropy_term
     for got, want in ((losses.policy, policy), (losses.value, value), (losses.entropy, entropy_term),
                       (losses.total, total)):

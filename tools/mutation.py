@@ -42,7 +42,7 @@ EQUIVALENT = ROOT / "tools" / "mutation_equivalent.txt"
 # group: (files to mutate, functions to mutate or None for all, the tests that may kill them)
 GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "exact": (["src/rtrl/exact.py"], None,
-              ["tests/test_exact.py", "tests/test_exact_paths.py", "tests/test_cells.py"]),
+              ["tests/test_exact.py", "tests/test_exact_paths.py", "tests/test_cells.py", "tests/test_kernels.py"]),
     "cells": (["src/rtrl/cells/*.py"], None,
               ["tests/test_cells.py", "tests/test_exact.py", "tests/test_exact_paths.py"]),
     "approx": (["src/rtrl/approx.py"], None, ["tests/test_approx.py"]),
