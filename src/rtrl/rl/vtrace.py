@@ -95,12 +95,3 @@ def actor_critic_loss(
     value = 0.5 * ((targets.vs - values) ** 2).sum()
     total = policy + value_weight * value + entropy_weight * entropy
     return Losses(total, policy, value, entropy_weight * entropy)
-    logp = F.log_softmax(logits, -1)
-    logp_a = logp.gather(-1, actions[..., None]).squeeze(-1)
-    log_mu_a = F.log_softmax(behaviour_logits, -1).gather(-1, actions[..., None]).squeeze(-1)
-    targets = vtrace(logp_a.detach() - log_mu_a, discounts, rewards, values.detach(), bootstrap_value.detach())
-    policy = -(logp_a * targets.pg_advantages).sum()
-    value = 0.5 * ((targets.vs - values) ** 2).sum()
-    entropy = (logp.exp() * logp).sum()
-    total = policy + value_weight * value + entropy_weight * entropy
-    return Losses(total, policy, value, entropy_weight * entropy)
