@@ -2,7 +2,7 @@
 
     python experiments/continuous/run.py                          # 4 agents x 3 seeds, 1 M frames each
     python experiments/continuous/run.py --seeds 0 --frames 30000 --out runs/smoke --docs /tmp/docs   # smoke run
-    python experiments/continuous/run.py --prefix /work/tools/heavy   # each run behind a command (a CPU lock)
+    python experiments/continuous/run.py --prefix 'nice -n 10'      # each run behind a command (e.g. a CPU lock)
     python experiments/continuous/run.py --env PositionOnly/Hopper-v5 --cores rtrl-rtu lstm none   # MuJoCo, positions only
 
 popgym's PositionOnlyPendulumEasy: the pendulum swing-up with the angle's (cos, sin) only, no

@@ -33,6 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stats import agent_parameters, hidden_for  # noqa: E402  (experiments/stats.py, shared by the studies)
+
 COPY_LEVEL, COPY_SEQUENCES = 4, 10_000
 COPY_METHODS = [  # label, method, cell, update_every
     ("eLSTM, exact RTRL", "rtrl", "elstm", 1),
@@ -64,26 +67,6 @@ LAG_RUNS = [(label, core, 10) for label, core in LAG_CORES] + [  # and M = 3, sh
     (label, core, 3) for label, core in LAG_CORES if core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu")]
 LAG_FRAMES = 1_000_000
 PARTS = ["copy", "memory", "ppo", "lag"]
-
-
-def agent_parameters(env: str, core: str, hidden: int) -> int:
-    from rtrl.rl.agent import Agent
-    from rtrl.rl.envs import make_env
-
-    e = make_env(env, 1)
-    return sum(p.numel() for p in Agent(e.obs_shape, e.num_actions, core, hidden).parameters())
-
-
-def hidden_for(env: str, core: str, target: int) -> int:
-    """The (even) hidden size whose agent has the parameter count closest to ``target``."""
-    if core == "none":
-        return 2
-    sizes = range(2, 1024, 2)
-    lo, hi = 0, len(sizes) - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if agent_parameters(env, core, sizes[mid]) < target else (lo, mid)
-    return min((sizes[lo], sizes[hi]), key=lambda h: abs(agent_parameters(env, core, h) - target))
 
 
 def run(cmd: list[str], run_dir: Path, result: str) -> Optional[dict]:
