@@ -163,14 +163,21 @@ def test_bootstrap_through_a_time_limit_hand_computed():
     assert ret[:, 0].tolist() == [4.5, 7.0, 5.0] and adv[:, 0].tolist() == [3.5, 5.0, 2.0]
 
 
-@pytest.mark.parametrize("core", ["rtrl-lru", "lstm"])
-def test_actor_bootstraps_from_the_state_carried_on_and_the_learner_uses_it(core):
+def _always_truncating(core: str):
+    """Two ``Tick-v0`` envs (a 4-step time limit) and an agent that always picks action 0: never
+    terminate, so every episode ends by truncation."""
     importlib.import_module("byo_envs")
     torch.manual_seed(0)
     env = make_env("Tick-v0", 2)
     agent = Agent(env.obs_shape, env.num_actions, core=core, hidden_size=6, encoder_width=6)
     with torch.no_grad():
-        agent.policy.bias.copy_(torch.tensor([30.0, -30.0]))  # action 0: never terminate, always truncate
+        agent.policy.bias.copy_(torch.tensor([30.0, -30.0]))
+    return env, agent
+
+
+@pytest.mark.parametrize("core", ["rtrl-lru", "lstm"])
+def test_actor_bootstraps_from_the_state_carried_on_and_the_learner_uses_it(core):
+    env, agent = _always_truncating(core)
     loop = ActorLoop(env, agent, 6, 0, seed=0)
     torch.manual_seed(1)
     r, _ = loop.rollout()
@@ -199,12 +206,7 @@ def test_actor_bootstraps_from_the_state_carried_on_and_the_learner_uses_it(core
 def test_ppo_collector_bootstraps_from_the_state_carried_on(core):
     from rtrl.rl.ppo import Collector
 
-    importlib.import_module("byo_envs")
-    torch.manual_seed(0)
-    env = make_env("Tick-v0", 2)
-    agent = Agent(env.obs_shape, env.num_actions, core=core, hidden_size=6, encoder_width=6)
-    with torch.no_grad():
-        agent.policy.bias.copy_(torch.tensor([30.0, -30.0]))  # action 0: never terminate, always truncate
+    env, agent = _always_truncating(core)
     seg, _ = Collector(env, agent, 6, seed=0).collect()
     assert seg.done[4].all() and (seg.final_value[:4] == 0).all() and (seg.final_value[5:] == 0).all()
     episode = torch.cat((seg.obs[:4], torch.tensor([[[0.4, 1.0]] * 2])))
