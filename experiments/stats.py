@@ -69,10 +69,14 @@ def curve(run_dir: Path, key: str = "mean_return") -> tuple[list[float], list[fl
     return [float(r["step"]) for r in rows], [float(r[key]) for r in rows]
 
 
-def frames_to(run_dir: Path, threshold: float) -> Optional[float]:
-    """The first logged frame count at which the training return reached ``threshold``, or None."""
-    for step, value in zip(*curve(run_dir)):
-        if value >= threshold:
+def frames_to(run_dir: Path, threshold: float, window: int = 100) -> Optional[float]:
+    """The first logged frame count at which the training return (the mean over the last ``window``
+    episodes) reached ``threshold``, counting only rows where ``window`` episodes had finished (a
+    mean over the first handful of episodes is luck), or None."""
+    steps, values = curve(run_dir)
+    finished = dict(zip(*curve(run_dir, "episodes")))
+    for step, value in zip(steps, values):
+        if finished.get(step, 0) >= window and value >= threshold:
             return step
     return None
 
