@@ -42,21 +42,30 @@ CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rt
          "gru", "snap1-lstm", "uoro-lstm", "none")
 
 
-class ResettableLSTM(nn.Module):
-    """``nn.LSTM`` weights stepped one step at a time so that ``reset`` can zero the state
-    mid-segment. State: ``RecurrentState(c=[h; c])`` of shape ``(B, 2N)``."""
+class _SteppedCell(nn.Module):
+    """A ``torch.nn`` RNN cell (``cell_type``) stepped one step at a time so that ``reset`` can zero
+    the state mid-segment, trained by truncated BPTT. State: ``RecurrentState(c)`` of shape
+    ``(B, state_factor · N)``."""
 
     learning = "bptt"
+    cell_type: type = nn.RNNCell
+    state_factor = 1
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.hidden_size = hidden_size
-        self.cell = nn.LSTMCell(input_size, hidden_size)
+        self.cell = self.cell_type(input_size, hidden_size)
 
     def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
         w = self.cell.weight_ih
-        return RecurrentState(torch.zeros(batch_size, 2 * self.hidden_size, device=device or w.device,
-                                          dtype=dtype or w.dtype))
+        return RecurrentState(torch.zeros(batch_size, self.state_factor * self.hidden_size,
+                                          device=device or w.device, dtype=dtype or w.dtype))
+
+
+class ResettableLSTM(_SteppedCell):
+    """``nn.LSTM`` weights stepped with resets. State: ``RecurrentState(c=[h; c])``, ``(B, 2N)``."""
+
+    cell_type, state_factor = nn.LSTMCell, 2
 
     def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
         h, c = state.c.chunk(2, -1)
@@ -70,21 +79,10 @@ class ResettableLSTM(nn.Module):
         return torch.stack(ys), RecurrentState(torch.cat((h, c), -1))
 
 
-class ResettableGRU(nn.Module):
-    """``nn.GRU`` weights stepped one step at a time so that ``reset`` can zero the state
-    mid-segment. State: ``RecurrentState(c=h)`` of shape ``(B, N)``."""
+class ResettableGRU(_SteppedCell):
+    """``nn.GRU`` weights stepped with resets. State: ``RecurrentState(c=h)``, ``(B, N)``."""
 
-    learning = "bptt"
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.cell = nn.GRUCell(input_size, hidden_size)
-
-    def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
-        w = self.cell.weight_ih
-        return RecurrentState(torch.zeros(batch_size, self.hidden_size, device=device or w.device,
-                                          dtype=dtype or w.dtype))
+    cell_type = nn.GRUCell
 
     def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
         h, ys = state.c, []
