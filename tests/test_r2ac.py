@@ -166,7 +166,7 @@ def core_width(core: str) -> int:
     return N + 1 if "rtu" in core else N  # the RTU's width must be even: two features per complex unit
 
 
-@pytest.mark.parametrize("core", ["rtrl-elstm", "rtrl-lru", "rtrl-rtu"])
+@pytest.mark.parametrize("core", ["rtrl-elstm", "rtrl-lru", "rtrl-rtu", "rtrl-diag"])
 def test_learner_rtrl_across_segments_and_streams_equals_bptt(core):
     torch.manual_seed(1)
     M, steps = 4, 12

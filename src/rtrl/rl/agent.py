@@ -17,6 +17,8 @@ Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT wit
 ``bptt-elstm`` (eLSTM, BPTT over whole episodes: each rollout must be exactly one episode),
 ``rtrl-lru``/``tbptt-lru`` and ``rtrl-rtu``/``tbptt-rtu`` (the LRU and the ReLU-output RTU of
 :mod:`rtrl.nn`, exact RTRL or BPTT within the segment; their states are complex tensors),
+``rtrl-diag``/``tbptt-diag`` (:class:`rtrl.nn.DiagonalLinearRNN`, a real diagonal linear recurrence
+with an output gate: the control that tells the eLSTM's gates from a real element-wise recurrence),
 ``lstm`` (``nn.LSTM`` weights, BPTT within the segment), ``gru`` (``nn.GRU`` weights, BPTT within
 the segment: the strongest of POPGym's memory models), ``snap1-lstm`` and ``uoro-lstm`` (a dense
 LSTM learned with the approximate RTRL of :mod:`rtrl.approx`: BPTT within the segment plus the
@@ -36,10 +38,10 @@ from torch import Tensor, nn
 from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.rl import dists
 from rtrl.state import RecurrentState
-from rtrl.nn import ELSTM, LRU, RTU
+from rtrl.nn import ELSTM, LRU, RTU, DiagonalLinearRNN
 
-CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "lstm",
-         "gru", "snap1-lstm", "uoro-lstm", "none")
+CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu",
+         "rtrl-diag", "tbptt-diag", "lstm", "gru", "snap1-lstm", "uoro-lstm", "none")
 
 
 class _SteppedCell(nn.Module):
@@ -211,9 +213,10 @@ class Agent(nn.Module):
             self.core = ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
         elif core in ("tbptt-elstm", "bptt-elstm"):
             self.core = ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
-        elif core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu"):
+        elif core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "rtrl-diag", "tbptt-diag"):
             rule, cell = core.split("-")
-            self.core = (LRU if cell == "lru" else RTU)(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
+            layer = {"lru": LRU, "rtu": RTU, "diag": DiagonalLinearRNN}[cell]
+            self.core = layer(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)
         elif core == "gru":
