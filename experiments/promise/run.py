@@ -23,6 +23,18 @@ seeds), seeds solved (greedy >= 90 % of the optimum), frames until the training 
 reached 90 % of the optimum (median over the seeds that did). The comparisons a claim rests on get
 an exact permutation test of the mean greedy return and a one-sided Fisher test of seeds solved.
 Finished runs are reused; a larger --scale extends them. Writes docs/promise_table.md, docs/promise.png.
+
+Two follow-up parts:
+
+    python experiments/promise/run.py --part updates      # the long-M agents at equal updates (fewer streams)
+    python experiments/promise/run.py --part long         # RepeatFirstEasy at 5 M frames, six agents
+
+* ``updates``: with 256 streams an update every M steps gives 781 updates in 1 M frames at M = 5
+  but 195 at M = 20 and 39 at M = 100. Here the long-M agents run 256·5/M streams (64 at M = 20,
+  13 at M = 100), so every agent gets ~781 updates of ~1,280 frames in 1 M frames, as at M = 5.
+* ``long``: popgym RepeatFirstEasy at 5 M frames a run (2.5x the main table's budget) for the
+  agents that moved there (RTU and LRU, exact RTRL and TBPTT at M = 5), the GRU at M = 20 and
+  feedforward. Writes docs/promise_updates_table.md and docs/promise_long_table.md.
 """
 
 from __future__ import annotations
@@ -50,6 +62,11 @@ AGENTS = [  # label, core, M
     *[(f"{name}, TBPTT, M={m}", core, m) for m in (20, 100) for name, core in (("LSTM", "lstm"), ("GRU", "gru"))],
     ("feedforward, M=20", "none", 20),
 ]
+UPDATES_AGENTS = [a for a in AGENTS if a[2] > 5 and a[1] != "none" and "elstm" not in a[1]]  # eLSTM: 0/5 at any M
+UPDATES_TASKS = ["rtrl-Recall20-v0", "rtrl-Recall50-v0"]
+LONG_AGENTS = [a for a in AGENTS if (a[2] == 5 and ("lru" in a[1] or "rtu" in a[1])) or a[1] == "none"
+               or (a[1] == "gru" and a[2] == 20)]
+LONG_TASK, LONG_FRAMES = "popgym-RepeatFirstEasy-v0", 5_000_000
 LRS = (1e-3, 3e-3, 1e-2)
 SWEEP_TASK = "rtrl-Recall20-v0"
 REFERENCE = ("rtrl-elstm", 64)  # the parameter count every recurrent agent matches
@@ -59,10 +76,15 @@ def run_dir(out: Path, part: str, env: str, core: str, m: int, lr: float, seed: 
     return out / part / f"{env}-{core}-M{m}-lr{lr:g}-s{seed}"
 
 
+def streams(part: str, m: int) -> int:
+    """256 streams; 256·5/M in the equal-updates part (every agent ~1,280 frames an update)."""
+    return round(256 * 5 / m) if part == "updates" else 256
+
+
 def job(out: Path, part: str, env: str, core: str, m: int, lr: float, seed: int, frames: int) -> dict | None:
     hidden = hidden_for(env, core, target(env))
     args = ["--env", env, "--core", core, "--unroll", str(m), "--lr", str(lr), "--seed", str(seed),
-            "--hidden-size", str(hidden), "--log-every", "2"]
+            "--hidden-size", str(hidden), "--log-every", "2", "--num-envs", str(streams(part, m))]
     return run_train(run_dir(out, part, env, core, m, lr, seed), args, frames)
 
 
@@ -93,7 +115,7 @@ def chosen_lrs(out: Path) -> dict[tuple[str, int], float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("sweep", "main"), default="main")
+    ap.add_argument("--part", choices=("sweep", "main", "updates", "long"), default="main")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every frame budget")
@@ -112,6 +134,9 @@ def main() -> None:
         write_sweep(args)
         return
     lrs = chosen_lrs(args.out)
+    if args.part in ("updates", "long"):
+        follow_up(args, lrs)
+        return
     if not args.report_only:
         for seed in args.seeds:  # seed-major: an interrupted sweep has every agent on the first seeds
             for env in args.tasks:
@@ -138,10 +163,47 @@ def write_sweep(args) -> None:
     print("\n".join(lines))
 
 
-def results(args, lrs, env: str, core: str, m: int) -> list[tuple[dict, Path]]:
+def follow_up(args, lrs) -> None:
+    """The ``updates`` and ``long`` parts: run (seed-major), then a table against the main part."""
+    agents, tasks = (UPDATES_AGENTS, UPDATES_TASKS) if args.part == "updates" else (LONG_AGENTS, [LONG_TASK])
+    frames = {env: int((LONG_FRAMES if args.part == "long" else TASKS[env][0]) * args.scale) for env in tasks}
+    if not args.report_only:
+        for seed in args.seeds:
+            for env in tasks:
+                for _, core, m in agents:
+                    job(args.out, args.part, env, core, m, lrs[(core, m)], seed, frames[env])
+    what = ("streams 256·5/M (equal updates)" if args.part == "updates" else "5 M frames")
+    lines = [f"Made by `python experiments/promise/run.py --part {args.part}`. Cells as in promise_table.md: "
+             "greedy return, mean ± 95 % CI over seeds (seeds solved; median frames to 90 % of the optimum). "
+             f"Column A: {what}; column B: the same agent in the main table (256 streams, "
+             f"{', '.join(f'{TASKS[e][0] / 1e6:g} M frames' for e in tasks)}).", "",
+             "| task | agent | lr | streams | A | B | permutation p (A vs B) | Fisher p (A > B) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for env in tasks:
+        opt = TASKS[env][1]
+        for label, core, m in agents:
+            cells, g, k = [], [], []
+            for part in (args.part, "main"):
+                rs = results(args, lrs, env, core, m, part)
+                g.append([r["eval"]["greedy"]["mean"] for r, _ in rs])
+                k.append(sum(x >= 0.9 * opt for x in g[-1]))
+                reach = [f for f in (frames_to(d, 0.9 * opt) for _, d in rs) if f is not None]
+                when = f"; 90 % at {statistics.median(reach) / 1e6:.2f} M" if reach else ""
+                cells.append(f"{fmt_ci(g[-1])} ({k[-1]}/{len(g[-1])}{when})" if g[-1] else "—")
+            ok = len(g[0]) >= 2 and len(g[1]) >= 2
+            p = f"{permutation_p(*g):.3f}" if ok else "—"
+            fp = f"{fisher_p(k[0], len(g[0]), k[1], len(g[1])):.3f}" if ok else "—"
+            lines.append(f"| {env} | {label} | {lrs[(core, m)]:g} | {streams(args.part, m)} | {cells[0]} | {cells[1]} "
+                         f"| {p} | {fp} |")
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / f"promise_{args.part}_table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def results(args, lrs, env: str, core: str, m: int, part: str = "main") -> list[tuple[dict, Path]]:
     out = []
     for s in args.seeds:
-        d = run_dir(args.out, "main", env, core, m, lrs[(core, m)], s)
+        d = run_dir(args.out, part, env, core, m, lrs[(core, m)], s)
         if (d / "result.json").exists():
             out.append((json.loads((d / "result.json").read_text()), d))
     return out
