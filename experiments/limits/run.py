@@ -133,22 +133,25 @@ def main() -> None:
     report(args)
 
 
-def seed_results(dirs: list[Path]) -> tuple[list[float], list[Path]]:
+def seed_results(dirs: list[Path]) -> tuple[list[float], list[Path], int]:
+    """Greedy returns of the finished seeds, their folders, and how many seeds diverged (the guard
+    stopped them: a folder without result.json). A diverged seed counts as not solved."""
     done = [d for d in dirs if (d / "result.json").exists()]
-    return [json.loads((d / "result.json").read_text())["eval"]["greedy"]["mean"] for d in done], done
+    diverged = sum(d.exists() and not (d / "result.json").exists() for d in dirs)
+    return [json.loads((d / "result.json").read_text())["eval"]["greedy"]["mean"] for d in done], done, diverged
 
 
 def report(args) -> None:
     lines = [f"Made by `python experiments/limits/run.py` (then `--report-only`). Greedy return on 100 held-out "
              "episodes, mean ± 95 % CI over seeds (seeds solved: greedy >= 0.9; median frames until the training "
-             "return first reached 0.9). Sweep: final training return on seed 0 per learning rate (diverged: "
-             "stopped by the divergence guard).", ""]
+             "return first reached 0.9; diverged: seeds the divergence guard stopped, counted as not solved and "
+             "absent from the mean). Sweep: final training return on seed 0 per learning rate.", ""]
     rows: dict[str, tuple[list[float], int]] = {}
     for part in args.parts:
         env = PARTS[part]["env"]
         lines += [f"### {part}: {env}, {int(PARTS[part]['frames'] * args.scale):,} frames a run", "",
-                  "| agent | hidden | sweep (lr: training return) | lr | greedy return | seeds solved | 90 % at |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| agent | hidden | sweep (lr: training return) | lr | greedy return | seeds solved | diverged | 90 % at |",
+                  "|---|---|---|---|---|---|---|---|"]
         target = agent_parameters(env, *REFERENCE)
         specs = [(a["label"], a, chosen_lr(args.out, part, a),
                   lambda a, lr, s, part=part: run_dir(args.out, part, "main", PARTS[part]["env"], a, lr, s))
@@ -160,22 +163,22 @@ def report(args) -> None:
             sweep = sweep_scores(args.out, part, a) if a["lrs"] else {}
             text = ", ".join(f"{k:g}: " + ("diverged" if v == DIVERGED else "—" if v == NO_EPISODES else f"{v:.2f}")
                              for k, v in sweep.items())
-            g, done = seed_results([where(a, lr, s) for s in args.seeds]) if lr is not None else ([], [])
+            g, done, bad = seed_results([where(a, lr, s) for s in args.seeds]) if lr is not None else ([], [], 0)
             k = sum(x >= 0.9 for x in g)
             reach = [f for f in (frames_to(d, 0.9) for d in done) if f is not None]
             when = f"{statistics.median(reach) / 1e6:.2f} M" if reach else "—"
-            rows[f"{part}:{label}"] = (g, k)
+            rows[f"{part}:{label}"] = (g, k, len(g) + bad)
             lines.append(f"| {label} | {hidden_for(env, a['core'], target)} | {text or '(as its core and M)'} | "
-                         f"{'—' if lr is None else f'{lr:g}'} | {fmt_ci(g)} | {k}/{len(g)} | {when} |")
+                         f"{'—' if lr is None else f'{lr:g}'} | {fmt_ci(g)} | {k}/{len(g) + bad} | {bad} | {when} |")
         lines.append("")
     lines += ["| comparison | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) |",
               "|---|---|---|---|---|"]
     for a_label, b_label in COMPARISONS:
-        (ga, ka), (gb, kb) = rows.get(a_label, ([], 0)), rows.get(b_label, ([], 0))
+        (ga, ka, na), (gb, kb, nb) = rows.get(a_label, ([], 0, 0)), rows.get(b_label, ([], 0, 0))
         if len(ga) >= 2 and len(gb) >= 2:
             lines.append(f"| {a_label.split(':')[1]} vs {b_label.split(':')[1]} | {statistics.mean(ga):.2f} vs "
-                         f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
-                         f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} |")
+                         f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{na} vs {kb}/{nb} | "
+                         f"{fisher_p(ka, na, kb, nb):.3f} |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "limits_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -188,8 +191,10 @@ COMPARISONS = [
     ("lag:eLSTM, exact RTRL, forget bias 3", "lag:eLSTM, exact RTRL, forget bias 0"),
     ("online:LRU, exact RTRL, M=5 (promise study)", "online:LRU, exact RTRL, M=1"),
     ("online:RTU, exact RTRL, M=5 (promise study)", "online:RTU, exact RTRL, M=1"),
-    ("online:LRU, exact RTRL, M=1, value weight 2", "online:LRU, exact RTRL, M=1"),
-    ("online:RTU, exact RTRL, M=1, value weight 2", "online:RTU, exact RTRL, M=1"),
+    ("online:LRU, exact RTRL, M=1, value weight 0.25", "online:LRU, exact RTRL, M=1, value weight 2"),
+    ("online:RTU, exact RTRL, M=1, value weight 0.25", "online:RTU, exact RTRL, M=1, value weight 2"),
+    ("online:LRU, exact RTRL, M=1, value weight 0.25", "online:LRU, exact RTRL, M=1"),
+    ("online:RTU, exact RTRL, M=1, value weight 0.25", "online:RTU, exact RTRL, M=1"),
 ]
 
 
@@ -205,7 +210,7 @@ def plot(args) -> None:
         for i, a in enumerate(PARTS[part]["agents"]):
             lr = chosen_lr(args.out, part, a)
             dirs = [run_dir(args.out, part, "main", PARTS[part]["env"], a, lr, s) for s in args.seeds]
-            curves = [c for c in (curve(d) for d in dirs if (d / "metrics.csv").exists()) if c[0]]
+            curves = [c for c in (curve(d) for d in dirs if (d / "result.json").exists()) if c[0]]  # not diverged
             if lr is None or not curves:
                 continue
             grid = np.linspace(0, min(c[0][-1] for c in curves), 50)
