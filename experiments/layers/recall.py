@@ -10,8 +10,9 @@ Task: rtrl-Recall20-v0 (the cue is 21 steps before its query; every episode last
 agent has about the parameter count of the eLSTM agent with N = 64 (the promise study's sizes).
 Full BPTT of both layers needs every rollout to be one whole episode, so ``bptt2-lru`` runs at
 M = 22 (fewer, longer updates per frame). The 2-layer agents are run at learning rates 1e-3 and
-3e-3 and the better (mean greedy return over seeds) is reported; the 1-layer rows are the
-promise study's (its swept learning rate), read from ``--reuse`` when given, else run here.
+3e-3 and the better (mean greedy return over seeds) is compared; the 1-layer rows are the
+promise study's (its swept learning rate), read from ``--reuse`` when given, else run here, and
+1-layer TBPTT also at 1e-3: the control for whether the task needs credit across segments.
 
 Per agent: greedy return on 100 held-out episodes at the end (mean ± 95 % CI over seeds), seeds
 solved (greedy >= 0.9), median frames until the training return first reached 0.9; an exact
@@ -35,7 +36,7 @@ from stats import agent_parameters, curve, fisher_p, fmt_ci, frames_to, hidden_f
 ENV, EPISODE = "rtrl-Recall20-v0", 22
 AGENTS = [  # label, core, M, learning rates tried
     ("LRU, 1 layer, exact RTRL, M=5", "rtrl-lru", 5, (1e-3,)),
-    ("LRU, 1 layer, TBPTT, M=5", "tbptt-lru", 5, (3e-3,)),
+    ("LRU, 1 layer, TBPTT, M=5", "tbptt-lru", 5, (1e-3, 3e-3)),
     ("2 LRU layers, hybrid (top exact, bottom within segment), M=5", "rtrl2-lru", 5, (1e-3, 3e-3)),
     ("2 LRU layers, TBPTT of both, M=5", "tbptt2-lru", 5, (1e-3, 3e-3)),
     ("2 LRU layers, full BPTT of both, M=22 (one episode)", "bptt2-lru", EPISODE, (1e-3, 3e-3)),
@@ -105,8 +106,10 @@ def main() -> None:
 
 def write_table(args, agents, sizes) -> None:
     lines = ["| agent | hidden | params | lr | greedy return (mean ± 95 % CI) | per seed | seeds solved | "
-             "frames to 0.9 (median over those that did) |", "|---|---|---|---|---|---|---|---|"]
+             "training return, last 100 episodes | frames to 0.9 (median over those that did) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     best: dict[str, tuple[float, list[float]]] = {}
+    train: dict[str, list[float]] = {}
     for label, core, m, lrs in agents:
         scored = [(lr, results(args, core, m, lr)) for lr in lrs]
         scored = [(lr, rs) for lr, rs in scored if rs]
@@ -116,15 +119,17 @@ def write_table(args, agents, sizes) -> None:
             k = sum(x >= 0.9 for x in g)
             when = f"{statistics.median(reach) / 1e6:.2f} M ({len(reach)})" if reach else "—"
             params = rs[0][0].get("parameters") or agent_parameters(ENV, core, sizes[core])
+            tr = [r["train_mean_return_last100"] for r, _ in rs if r["train_mean_return_last100"] is not None]
             lines.append(f"| {label} | {sizes[core]} | {params:,} | {lr:g} | {fmt_ci(g)} | "
-                         f"{' '.join(f'{x:.2f}' for x in g)} | {k}/{len(g)} | {when} |")
+                         f"{' '.join(f'{x:.2f}' for x in g)} | {k}/{len(g)} | {fmt_ci(tr)} | {when} |")
         if scored:
             lr, rs = max(scored, key=lambda s: statistics.mean(greedy(s[1])))
             best[core] = (lr, greedy(rs))
+            train[core] = [r["train_mean_return_last100"] for r, _ in rs if r["train_mean_return_last100"] is not None]
     tests = ["", "Comparisons (each agent at its better learning rate):", "",
-             "| A vs B | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) |",
-             "|---|---|---|---|---|"]
-    for a, b in (("rtrl-lru", "rtrl2-lru"), ("rtrl2-lru", "tbptt2-lru"), ("rtrl2-lru", "bptt2-lru"),
+             "| A vs B | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) | "
+             "training return A vs B | permutation p |", "|---|---|---|---|---|---|---|"]
+    for a, b in (("rtrl-lru", "rtrl2-lru"), ("rtrl2-lru", "rtrl-lru"), ("rtrl2-lru", "tbptt2-lru"),
                  ("bptt2-lru", "rtrl2-lru"), ("rtrl2-lru", "tbptt-lru")):
         if a not in best or b not in best or len(best[a][1]) < 2 or len(best[b][1]) < 2:
             continue
@@ -132,12 +137,14 @@ def write_table(args, agents, sizes) -> None:
         ka, kb = sum(x >= 0.9 for x in ga), sum(x >= 0.9 for x in gb)
         tests.append(f"| {a} (lr {best[a][0]:g}) vs {b} (lr {best[b][0]:g}) | {statistics.mean(ga):.2f} vs "
                      f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
-                     f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} |")
+                     f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} | {statistics.mean(train[a]):.2f} vs "
+                     f"{statistics.mean(train[b]):.2f} | {permutation_p(train[a], train[b]):.3f} |")
     flags = "" if args.frames == 1_000_000 else f" --frames {args.frames}"
     flags += "" if args.seeds == [0, 1, 2, 3, 4] else f" --seeds {' '.join(map(str, args.seeds))}"
     flags += f" --reuse {args.reuse}" if args.reuse else ""
     head = (f"Made by `python experiments/layers/recall.py{flags}` on {ENV}, {args.frames:,} frames. Greedy return on "
-            "100 held-out episodes at the end; solved: greedy >= 0.9.\n\n")
+            "100 held-out episodes at the end; solved: greedy >= 0.9. Training return: the sampled policy's mean "
+            "over the last 100 training episodes (mean ± 95 % CI over seeds).\n\n")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "layers_rl_table.md").write_text(head + "\n".join(lines + tests) + "\n")
     print("\n".join(lines + tests))

@@ -19,25 +19,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rtrl.tasks.copy import count_parameters
+from rtrl.tasks.copy import count_parameters, hidden_size_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stats import permutation_p  # noqa: E402
 
 
-def methods(k: int) -> list[tuple[str, str, int]]:
-    """(label, method, update_every) of the compared runs; ``k`` is the update interval / span."""
+def methods(k: int, narrow: int) -> list[tuple[str, str, int, str]]:
+    """(label, method, update_every, run name) of the compared runs; ``k`` is the update interval /
+    span; ``narrow`` the width of each layer of the 2-layer models (for the 1-layer control)."""
     return [
-        (f"1 layer, exact RTRL (update every {k})", "rtrl", k),
-        (f"2 layers, hybrid: top exact, bottom BPTT within {k} steps", "rtrl2", k),
-        (f"2 layers, truncated BPTT of both, span {k}", "tbptt2", k),
-        ("2 layers, full BPTT of both (one update per sequence)", "bptt2", 0),
-        (f"1 layer, truncated BPTT, span {k}", "tbptt", k),
+        (f"1 layer, exact RTRL (update every {k})", "rtrl", k, f"rtrl-k{k}"),
+        (f"2 layers, hybrid: top exact, bottom BPTT within {k} steps", "rtrl2", k, f"rtrl2-k{k}"),
+        (f"2 layers, truncated BPTT of both, span {k}", "tbptt2", k, f"tbptt2-k{k}"),
+        ("2 layers, full BPTT of both (one update per sequence)", "bptt2", 0, "bptt2-k0"),
+        (f"1 layer, truncated BPTT, span {k}", "tbptt", k, f"tbptt-k{k}"),
+        (f"control: 1 layer, exact RTRL, N = {narrow} (the 2-layer width)", "rtrl", k, f"rtrl-k{k}-n{narrow}"),
     ]
 
 
-def run_one(out: Path, method: str, k: int, seed: int, args) -> dict:
-    run_dir = out / f"{method}-k{k}-s{seed}"
+def run_one(out: Path, method: str, k: int, name: str, seed: int, args) -> dict:
+    run_dir = out / f"{name}-s{seed}"
     result = run_dir / "result.json"
     if not result.exists():
-        size = ["--hidden-size", str(args.hidden_size)] if method in ("rtrl", "tbptt") else ["--params", str(args.params)]
+        hidden = int(name.split("-n")[1]) if "-n" in name else args.hidden_size
+        size = ["--hidden-size", str(hidden)] if method in ("rtrl", "tbptt") else ["--params", str(args.params)]
         cmd = [sys.executable, "-m", "rtrl.cli", "copy", "--method", method, "--update-every", str(k), *size,
                "--level", str(args.level), "--seed", str(seed), "--max-sequences", str(args.max_sequences),
                "--run-dir", str(run_dir), "--no-progress"]
@@ -67,11 +73,13 @@ def main() -> None:
     args.params = count_parameters("rtrl", args.hidden_size)
     k = args.update_every
 
-    rows, curves = [], {}
-    for label, method, kk in methods(k):
-        results = [run_one(args.out, method, kk, s, args) for s in args.seeds]
-        curves[label] = [curve(args.out / f"{method}-k{kk}-s{s}") for s in args.seeds]
+    rows, curves, accs = [], {}, {}
+    narrow = hidden_size_for("rtrl2", args.params)
+    for label, method, kk, name in methods(k, narrow):
+        results = [run_one(args.out, method, kk, name, s, args) for s in args.seeds]
+        curves[label] = [curve(args.out / f"{name}-s{s}") for s in args.seeds]
         acc = [r["test_accuracy"] for r in results]
+        accs[method if name == f"{method}-k{kk}" else name] = (label, acc)
         solved = [r["sequences_to_solve"] for r in results]
         rows.append(dict(
             label=label, n=results[0]["hidden_size"], params=results[0]["parameters"],
@@ -108,6 +116,12 @@ def main() -> None:
              "sequences to solve (mean over those) | updates | wall time, s |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['label']} | {r['n']} | {r['params']:,} | {r['acc']} | {r['each']} | {r['solved']} | {r['steps']} | "
               f"{r['updates']} | {r['wall']} |" for r in rows]
+    hybrid = accs["rtrl2"][1]
+    lines += ["", "The hybrid against each other row: exact two-sided permutation test of the mean test accuracy "
+              "over seeds.", "", "| hybrid vs | mean accuracy, % | permutation p |", "|---|---|---|"]
+    lines += [f"| {label} | {statistics.mean(hybrid) * 100:.1f} vs {statistics.mean(acc) * 100:.1f} | "
+              f"{permutation_p(hybrid, acc):.3f} |" for key, (label, acc) in accs.items() if key != "rtrl2"
+              and min(len(acc), len(hybrid)) > 1]
     table = "\n".join(lines)
     (args.docs / "layers_table.md").write_text(f"Made by `python experiments/layers/run.py{flags}`:\n\n{table}\n")
     print(table)
