@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from rtrl.api import TrainConfig, evaluate, export, load_agent, train
-from rtrl.rl.agent import CORES, Agent
+from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES, Agent
 from rtrl.rl.envs import make_env
 from rtrl.rl.policy import Policy
 
@@ -28,7 +28,7 @@ ATOL, RTOL = 1e-5, 1e-4
 
 
 @pytest.mark.parametrize("continuous", [False, True])
-@pytest.mark.parametrize("core", [c for c in CORES if c != "bptt-elstm"])
+@pytest.mark.parametrize("core", [c for c in CORES if c not in WHOLE_EPISODE_CORES])
 def test_policy_step_is_the_agents_step_for_every_core(core, continuous):
     # the exported step is written apart from the training path (real (re, im) pairs for complex
     # states): it must give the same logits and state as Agent.act, through resets

@@ -14,7 +14,7 @@ import torch
 
 from rtrl.cli import main
 from rtrl.state import RecurrentState
-from rtrl.rl.agent import CORES
+from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES
 from rtrl.rl.envs import make_env
 from rtrl.rl.ppo import PPO, Collector, gae
 from rtrl.rl.train import TrainConfig, build_agent, train
@@ -253,12 +253,12 @@ def test_unknown_algo_is_refused():
 
 @pytest.mark.parametrize("core", [c for c in CORES if c != "rtrl-elstm"])
 def test_every_core_trains_with_ppo(core):
-    # bptt-elstm needs rollouts of exactly one episode: Recall's episodes last 5 steps
+    # bptt-elstm and bptt2-lru need rollouts of exactly one episode: Recall's episodes last 5 steps
     cfg = TrainConfig(algo="ppo", core=core, num_envs=4, unroll=5, ppo_minibatches=2, total_frames=40,
                       hidden_size=8, optimizer="adam", lr=1e-3)
     result = train(cfg, None, progress=False)
     assert result["updates"] == 2 and result["skipped_updates"] == 0
-    if core != "bptt-elstm":
+    if core not in WHOLE_EPISODE_CORES:
         return
     with pytest.raises(ValueError, match="exactly one episode"):
-        train(TrainConfig(**{**cfg.__dict__, "core": "bptt-elstm", "unroll": 4}), None, progress=False)
+        train(TrainConfig(**{**cfg.__dict__, "unroll": 4}), None, progress=False)

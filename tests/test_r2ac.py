@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rtrl.state import RecurrentState
-from rtrl.rl.agent import CORES, Agent
+from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES, Agent
 from rtrl.rl.learner import Learner, LearnerConfig, NonFiniteError, Rollout
 from rtrl.rl.vtrace import actor_critic_loss, vtrace
 
@@ -166,8 +166,9 @@ def core_width(core: str) -> int:
     return N + 1 if "rtu" in core else N  # the RTU's width must be even: two features per complex unit
 
 
-@pytest.mark.parametrize("core", ["rtrl-elstm", "rtrl-lru", "rtrl-rtu", "rtrl-diag"])
+@pytest.mark.parametrize("core", ["rtrl-elstm", "rtrl-lru", "rtrl-rtu", "rtrl-diag", "rtrl2-lru"])
 def test_learner_rtrl_across_segments_and_streams_equals_bptt(core):
+    # rtrl2-lru (two layers, the bottom one learning within the segment): exact above its bottom layer
     torch.manual_seed(1)
     M, steps = 4, 12
     agent = Agent((OBS,), A, core=core, hidden_size=core_width(core), encoder_width=6).double()
@@ -176,7 +177,7 @@ def test_learner_rtrl_across_segments_and_streams_equals_bptt(core):
     # several "actors": streams come in different groupings and orders, each stream in time order
     schedule = [([0, 1], 0), ([2, 3], 0), ([1, 0], M), ([3, 2], M), ([2, 0, 1, 3], 2 * M)]
     learner = Learner(agent, LearnerConfig(lr=0.0, grad_clip=1e9, reward_clip=0), num_streams=4)
-    exact_params = {n for n, _ in agent.named_parameters() if not n.startswith("stem.")}
+    exact_params = {n for n, _ in agent.named_parameters() if not n.startswith(("stem.", "core.bottom."))}
     total = {n: torch.zeros_like(p) for n, p in agent.named_parameters()}
     for ids, start in schedule:
         r = rollout(streams, ids, start, M, agent)
@@ -187,6 +188,8 @@ def test_learner_rtrl_across_segments_and_streams_equals_bptt(core):
     # reference: the same losses, autograd through every stream's whole sequence (core in BPTT mode)
     ref = copy.deepcopy(agent)
     ref.core.learning = "bptt"
+    if hasattr(ref.core, "top"):
+        ref.core.top.learning = "bptt"
     ref.zero_grad()
     cfg, loss = learner.cfg, 0.0
     for i in range(4):
@@ -209,7 +212,7 @@ def test_learner_rtrl_across_segments_and_streams_equals_bptt(core):
     assert not torch.allclose(total["stem.net.0.weight"], ref.stem.net[0].weight.grad, atol=1e-6)
 
 
-@pytest.mark.parametrize("core", [c for c in CORES if c != "bptt-elstm"])
+@pytest.mark.parametrize("core", [c for c in CORES if c not in WHOLE_EPISODE_CORES])
 def test_every_core_learns_a_step_and_keeps_weights_on_nan(core):
     torch.manual_seed(2)
     agent = Agent((OBS,), A, core=core, hidden_size=core_width(core))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rtrl.rl.actors import ActorLoop
-from rtrl.rl.agent import CORES
+from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES
 from rtrl.rl.envs import make_env
 from rtrl.rl.learner import Learner
 from rtrl.rl.ppo import PPO, Collector
@@ -22,7 +22,7 @@ from rtrl.rl.train import TrainConfig, build_agent
 
 ENV, B = "rtrl-Recall-v0", 4  # delay 3: every episode is 5 steps, so step 5 starts the second one
 FIRST_OF_SECOND = 5
-CORES_WITH_STATE = [c for c in CORES if c != "bptt-elstm"]  # bptt-elstm: below, with M = one episode
+CORES_WITH_STATE = [c for c in CORES if c not in WHOLE_EPISODE_CORES]  # those: below, with M = one episode
 
 
 def _agent(core: str, algo: str = "impala", unroll: int = 8):
@@ -70,9 +70,10 @@ def test_r2ac_actor_and_learner_forget_the_previous_episode(core):
     assert torch.equal(learner_a, learner_b)
 
 
-def test_bptt_elstm_learner_forgets_the_previous_episode():
+@pytest.mark.parametrize("core", WHOLE_EPISODE_CORES)
+def test_whole_episode_learner_forgets_the_previous_episode(core):
     def run(sample_seed):
-        cfg, env, agent = _agent("bptt-elstm", unroll=5)
+        cfg, env, agent = _agent(core, unroll=5)
         calls = _record(agent)
         loop = ActorLoop(env, agent, cfg.unroll, 0, seed=5)
         torch.manual_seed(sample_seed)

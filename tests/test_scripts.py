@@ -39,6 +39,7 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must contain)
     "env_throughput": (["--seconds", "0.1", "--num-envs", "2", "--suites", "rtrl-Recall-v0"], "rtrl-Recall"),
     "vector_envs": (["--num-envs", "4", "--seconds", "0.1"], "MiniGrid"),
     "device_check": (["--device", "cpu", "--quick"], "summary"),
+    "layers_cost": (["--sizes", "4", "8", "--steps", "2", "--segment", "2", "--reps", "1"], "exponent"),
 }
 
 
@@ -58,8 +59,12 @@ def test_benchmark_runs(tmp_path, name):
     ("limits", ["--parts", "online", "--agents", "LRU, exact RTRL, M=1", "--seeds", "0", "--scale", "0.003"],
      "limits_table.md"),
     ("headline", ["--tasks", "popgym-CountRecallEasy-v0", "--seeds", "0", "--frames", "2560"], "headline_table.md"),
+    ("layers", ["--seeds", "0", "--max-sequences", "32", "--hidden-size", "8"], "layers_table.md"),
+    ("layers/recall", ["--seeds", "0", "--frames", "2560", "--lrs", "0.001", "--cores", "rtrl2-lru", "bptt2-lru"],
+     "layers_rl_table.md"),
 ])
 def test_experiment_runs(tmp_path, script, args, writes):
-    run([str(EXP / script / "run.py"), *args, "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],
+    path = EXP / (f"{script}.py" if "/" in script else f"{script}/run.py")
+    run([str(path), *args, "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],
         tmp_path, timeout=600)
     assert (tmp_path / "docs" / writes).is_file()

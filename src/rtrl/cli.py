@@ -54,10 +54,10 @@ def _config(preset, args):
 
 
 def _run_copy(args) -> int:
-    from rtrl.tasks.copy import CONFIGS, train_copy
+    from rtrl.tasks.copy import CONFIGS, ELEMENTWISE, train_copy
 
     cfg = _config(CONFIGS[args.config], args)
-    cell = f"-{cfg.cell}" if cfg.cell != "elstm" and cfg.method in ("rtrl", "tbptt", "bptt") else ""
+    cell = f"-{cfg.cell}" if cfg.cell != "elstm" and cfg.method in ELEMENTWISE else ""
     size = f"-p{cfg.params}" if cfg.params else ""
     run_dir = args.run_dir or f"runs/copy-{cfg.method}{cell}{size}-k{cfg.update_every}-s{cfg.seed}"
     print(f"run folder: {run_dir}", file=sys.stderr)

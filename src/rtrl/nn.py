@@ -6,7 +6,7 @@
     loss(y).backward()
 
 Modules: :class:`ELSTM`, :class:`DiagonalLinearRNN`, :class:`LRU`, :class:`RTU` (``MODULES`` maps
-names to them). ``hidden_size`` is the width of ``y``; ``state_size`` the number of recurrent
+names to them), and :class:`TwoLayer`, two of them stacked (top exact, bottom within the segment). ``hidden_size`` is the width of ``y``; ``state_size`` the number of recurrent
 units (the same, except for the RTU, whose ``hidden_size/2`` complex units give two features
 each). The LRU and RTU states (and sensitivities) are complex tensors paired with real parameters.
 
@@ -233,3 +233,73 @@ class LinearRTU(RTU):
 MODULES: dict[str, type[ElementwiseRNN]] = {
     "elstm": ELSTM, "diagonal": DiagonalLinearRNN, "lru": LRU, "rtu": RTU, "rtu-linear": LinearRTU,
 }
+
+
+class TwoLayer(nn.Module):
+    """Two element-wise layers stacked, ``x -> bottom -> top -> y``, with the API of :class:`ELSTM`.
+
+        m = TwoLayer("elstm", input_size, hidden_size, learning="rtrl")   # or "bptt"
+
+    Learning rules (the paper's Sec 5: exact RTRL of the bottom layer would need the dense
+    sensitivities ``dc_top/dθ_bottom``, ``O(N²·D)`` per stream; see :mod:`rtrl.multilayer`):
+
+    * ``"rtrl"`` (the hybrid): the top layer learns by exact RTRL, the bottom layer by BPTT within
+      the segment. The top layer's within-segment gradient w.r.t. its input flows into the bottom
+      layer; the bottom layer's incoming state is detached, as the top layer's is. So the top
+      layer's gradients are the full-BPTT ones, the bottom layer's those of BPTT over the segment
+      with both states detached at its start.
+    * ``"bptt"``: plain backprop through both layers (pass ``state.detach()`` for truncated BPTT).
+
+    The state is one :class:`RecurrentState` so a learner can keep a slot per stream as for one
+    layer: ``c = [c_bottom; c_top]`` ``(B, N_bottom + N_top)`` and the top layer's sensitivities.
+
+    Args:
+        layer: a key of ``MODULES`` (``"elstm"``, ``"lru"``, ...) or an :class:`ElementwiseRNN` class.
+        input_size: ``D``. hidden_size: the top layer's ``N`` (the width of ``y``).
+        learning: ``"rtrl"`` or ``"bptt"``. bottom_size: the bottom layer's width (default ``hidden_size``).
+        kwargs: passed to both layers (e.g. ``forget_bias``).
+    """
+
+    learning_rules = ("rtrl", "bptt")
+
+    def __init__(self, layer, input_size: int, hidden_size: int, learning: str = "rtrl",
+                 bottom_size: Optional[int] = None, **kwargs) -> None:
+        super().__init__()
+        if learning not in self.learning_rules:
+            raise ValueError(f"learning must be one of {self.learning_rules}, got {learning!r}")
+        if isinstance(layer, str):
+            if layer not in MODULES:
+                raise ValueError(f"unknown layer {layer!r}; choose one of {tuple(MODULES)}")
+            layer = MODULES[layer]
+        self.learning = learning
+        self.bottom = layer(input_size, bottom_size or hidden_size, learning="bptt", **kwargs)
+        self.top = layer(self.bottom.hidden_size, hidden_size, learning=learning, **kwargs)
+        self.input_size, self.hidden_size = input_size, self.top.hidden_size
+        self.state_size = self.bottom.state_size + self.top.state_size
+
+    def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None,
+                      dtype=None) -> RecurrentState:
+        """Zero state ``[c_bottom; c_top]``, with the top layer's zero sensitivities when learning by RTRL."""
+        low = self.bottom.initial_state(batch_size, False, device, dtype)
+        high = self.top.initial_state(batch_size, sensitivities, device, dtype)
+        return RecurrentState(torch.cat((low.c, high.c), -1), high.sensitivities)
+
+    def forward(self, x: Tensor, state: Optional[RecurrentState] = None, reset: Optional[Tensor] = None
+                ) -> tuple[Tensor, RecurrentState]:
+        """``x (T, B, D)``, ``state`` for ``B`` streams (zero if ``None``), ``reset (T, B)`` bool.
+
+        Returns ``y (T, B, hidden_size)`` and the state after the segment."""
+        if state is None:
+            state = self.initial_state(x.shape[1] if x.dim() == 3 else 1, device=x.device, dtype=x.dtype)
+        if not isinstance(state, RecurrentState):
+            raise TypeError(f"state must be a RecurrentState (from TwoLayer.initial_state), got {type(state).__name__}")
+        if state.c.dim() != 2 or state.c.shape[-1] != self.state_size:
+            raise ValueError(f"state.c has shape {tuple(state.c.shape)} but TwoLayer needs (B, {self.state_size}): "
+                             f"[c_bottom ({self.bottom.state_size}); c_top ({self.top.state_size})]")
+        c_low, c_high = state.c.split((self.bottom.state_size, self.top.state_size), -1)
+        if self.learning == "rtrl":
+            c_low = c_low.detach()  # the bottom layer learns within the segment only
+        h, low = self.bottom(x, RecurrentState(c_low), reset)
+        y, high = self.top(h, RecurrentState(c_high, state.sensitivities), reset)
+        c = torch.cat((low.c, high.c), -1)
+        return y, RecurrentState(c.detach() if self.learning == "rtrl" else c, high.sensitivities)

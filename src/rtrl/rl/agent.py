@@ -19,6 +19,9 @@ Cores (``CORES``): ``rtrl-elstm`` (exact RTRL), ``tbptt-elstm`` (eLSTM, BPTT wit
 :mod:`rtrl.nn`, exact RTRL or BPTT within the segment; their states are complex tensors),
 ``rtrl-diag``/``tbptt-diag`` (:class:`rtrl.nn.DiagonalLinearRNN`, a real diagonal linear recurrence
 with an output gate: the control that tells the eLSTM's gates from a real element-wise recurrence),
+``rtrl2-lru``/``tbptt2-lru``/``bptt2-lru`` (two stacked LRU layers, :class:`rtrl.nn.TwoLayer`: the top
+by exact RTRL and the bottom by BPTT within the segment; both by BPTT within the segment; both by
+BPTT over whole episodes, each rollout exactly one episode, as ``bptt-elstm``),
 ``lstm`` (``nn.LSTM`` weights, BPTT within the segment), ``gru`` (``nn.GRU`` weights, BPTT within
 the segment: the strongest of POPGym's memory models), ``snap1-lstm`` and ``uoro-lstm`` (a dense
 LSTM learned with the approximate RTRL of :mod:`rtrl.approx`: BPTT within the segment plus the
@@ -38,10 +41,12 @@ from torch import Tensor, nn
 from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.rl import dists
 from rtrl.state import RecurrentState
-from rtrl.nn import ELSTM, LRU, RTU, DiagonalLinearRNN
+from rtrl.nn import ELSTM, LRU, RTU, DiagonalLinearRNN, TwoLayer
 
 CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu",
-         "rtrl-diag", "tbptt-diag", "lstm", "gru", "snap1-lstm", "uoro-lstm", "none")
+         "rtrl-diag", "tbptt-diag", "rtrl2-lru", "tbptt2-lru", "bptt2-lru", "lstm", "gru", "snap1-lstm",
+         "uoro-lstm", "none")
+WHOLE_EPISODE_CORES = ("bptt-elstm", "bptt2-lru")  # BPTT over whole episodes: each rollout one episode
 
 
 class _SteppedCell(nn.Module):
@@ -217,6 +222,8 @@ class Agent(nn.Module):
             rule, cell = core.split("-")
             layer = {"lru": LRU, "rtu": RTU, "diag": DiagonalLinearRNN}[cell]
             self.core = layer(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
+        elif core in ("rtrl2-lru", "tbptt2-lru", "bptt2-lru"):
+            self.core = TwoLayer("lru", d, hidden_size, learning="rtrl" if core.startswith("rtrl2") else "bptt")
         elif core == "lstm":
             self.core = ResettableLSTM(d, hidden_size)
         elif core == "gru":
@@ -247,12 +254,19 @@ class Agent(nn.Module):
 
     @property
     def exact_rtrl(self) -> bool:
+        """The whole core learns by exact RTRL (not the 2-layer hybrids, whose bottom layer does not)."""
         return self.core_name.startswith("rtrl-")
 
     @property
     def carries_sensitivities(self) -> bool:
-        """The learner keeps (exact or approximate) sensitivities per stream: RTRL, SnAp-1, UORO."""
-        return self.exact_rtrl or self.core_name in ("snap1-lstm", "uoro-lstm")
+        """The learner keeps (exact or approximate) sensitivities per stream: RTRL (also the 2-layer
+        hybrid's top layer), SnAp-1, UORO."""
+        return self.exact_rtrl or self.core_name.startswith("rtrl2-") or self.core_name in ("snap1-lstm", "uoro-lstm")
+
+    @property
+    def whole_episodes(self) -> bool:
+        """The core learns by BPTT over whole episodes: every rollout must be exactly one episode."""
+        return self.core_name in WHOLE_EPISODE_CORES
 
     def initial_state(self, batch_size: int, learner: bool = True) -> RecurrentState:
         """Zero state; with sensitivities only for an RTRL core on the learner side."""

@@ -224,8 +224,8 @@ class Learner:
             raise
         r = r.to(self.device)
         cfg, agent, M = self.cfg, self.agent, r.length
-        if agent.core_name == "bptt-elstm" and not (r.done[0].all() and r.done[M].all()):
-            raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
+        if agent.whole_episodes and not (r.done[0].all() and r.done[M].all()):
+            raise ValueError(f"the {agent.core_name} core learns by BPTT over whole episodes: every rollout must be "
                              "exactly one episode; set --unroll to the (fixed) episode length")
         state0 = self._gather(r.streams) if self.bank is not None else r.state.detach()
         with nan_means_diverged():  # r.check found the inputs finite

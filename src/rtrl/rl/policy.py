@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from rtrl.rl import dists
 from rtrl.rl.agent import Agent, Feedforward, ResettableGRU, ResettableLSTM
+from rtrl.nn import TwoLayer
 from rtrl.state import RecurrentState
 
 FORMATS = ("torchscript", "onnx")
@@ -59,9 +60,11 @@ class Policy(nn.Module):
         self.agent = agent.eval().requires_grad_(False)
         self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
         core = agent.core
+        # an element-wise core is one layer or two stacked (TwoLayer): each steps by _layer_step
+        self._layers = [core.bottom, core.top] if isinstance(core, TwoLayer) else [core]
         self._kind = ("none" if isinstance(core, Feedforward) else "lstm" if isinstance(core, ResettableLSTM)
                       else "gru" if isinstance(core, ResettableGRU) else "dense" if hasattr(core, "_step")
-                      else "complex" if core.cell.complex_state else "real")
+                      else "elementwise")
         c = agent.initial_state(1, learner=False).c
         self.state_size = max(2 * c.shape[-1] if c.is_complex() else c.shape[-1], 1)
         n = self.num_actions if self.continuous else 0
@@ -71,15 +74,16 @@ class Policy(nn.Module):
         self.register_buffer("_low", torch.where(bounded, low, torch.zeros_like(low)))
         self.register_buffer("_span", torch.where(bounded, high - low, torch.zeros_like(low)))
         self.register_buffer("_bounded", bounded)
-        if self._kind == "complex":  # λ and γ depend on the weights only: computed once, in float64
-            theta = core.cell.weight_hh.detach().double()
-            e_nu, phase = torch.exp(theta[0]), torch.exp(theta[1])
-            lam = torch.polar(torch.exp(-e_nu), phase)
-            gamma = torch.sqrt(-torch.expm1(-2 * e_nu)) if core.cell.normalise else torch.ones_like(e_nu)
-            dtype = core.cell.weight_ih.dtype
-            self.register_buffer("_lam_re", lam.real.to(dtype))
-            self.register_buffer("_lam_im", lam.imag.to(dtype))
-            self.register_buffer("_gamma", gamma.to(dtype))
+        for i, layer in enumerate(self._layers if self._kind == "elementwise" else []):
+            if layer.cell.complex_state:  # λ and γ depend on the weights only: computed once, in float64
+                theta = layer.cell.weight_hh.detach().double()
+                e_nu, phase = torch.exp(theta[0]), torch.exp(theta[1])
+                lam = torch.polar(torch.exp(-e_nu), phase)
+                gamma = torch.sqrt(-torch.expm1(-2 * e_nu)) if layer.cell.normalise else torch.ones_like(e_nu)
+                dtype = layer.cell.weight_ih.dtype
+                self.register_buffer(f"_lam_re{i}", lam.real.to(dtype))
+                self.register_buffer(f"_lam_im{i}", lam.imag.to(dtype))
+                self.register_buffer(f"_gamma{i}", gamma.to(dtype))
 
     # -- the exported step --------------------------------------------------------------------------
 
@@ -107,23 +111,32 @@ class Policy(nn.Module):
         if self._kind == "dense":  # SnAp-1 / UORO: a dense LSTM or RNN, state [h; c] or h
             s, _ = core._step(F.linear(x, core.weight_ih, core.bias), s)
             return s[:, : core.hidden_size], s
-        cell = core.cell
-        p = F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, core.state_size))
+        states, ys = [], x
+        widths = [2 * layer.state_size if layer.cell.complex_state else layer.state_size for layer in self._layers]
+        for i, (layer, s_i) in enumerate(zip(self._layers, s.split(widths, -1))):
+            ys, c = self._layer_step(i, layer, ys, s_i)
+            states.append(c)
+        return ys, torch.cat(states, -1)
+
+    def _layer_step(self, i: int, layer: nn.Module, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of element-wise layer ``i``: its output and its state (real; complex as (re, im) pairs)."""
+        cell = layer.cell
+        p = F.linear(x, cell.weight_ih, cell.bias).unflatten(-1, (cell.num_gates, layer.state_size))
         theta = cell.weight_hh
-        if self._kind == "real":  # the eLSTM: its own step and output gate
+        if not cell.complex_state:  # the eLSTM: its own step and output gate
             c = cell.step(s, p, theta)
-            return core._readout(x, c), c
+            return layer._readout(x, c), c
         # LRU / RTU: c_t = λ c_{t-1} + γ (p_re + i p_im) in (re, im) pairs; λ, γ (1 for the RTU) from __init__
-        lam_re, lam_im = self._lam_re, self._lam_im
-        q_re, q_im = self._gamma * p[:, 0], self._gamma * p[:, 1]
-        c = s.unflatten(-1, (core.state_size, 2))
+        lam_re, lam_im, gamma = (getattr(self, f"{name}{i}") for name in ("_lam_re", "_lam_im", "_gamma"))
+        q_re, q_im = gamma * p[:, 0], gamma * p[:, 1]
+        c = s.unflatten(-1, (layer.state_size, 2))
         c_re, c_im = c[..., 0], c[..., 1]
         c = torch.stack((lam_re * c_re - lam_im * c_im + q_re, lam_re * c_im + lam_im * c_re + q_im), -1).flatten(-2)
-        if hasattr(core, "readout"):  # the LRU: y = D x + Re(C c), C acting on the interleaved pairs
-            return core.skip(x) + F.linear(c, core.readout.weight), c
+        if hasattr(layer, "readout"):  # the LRU: y = D x + Re(C c), C acting on the interleaved pairs
+            return layer.skip(x) + F.linear(c, layer.readout.weight), c
         from rtrl.nn import ACTIVATIONS
 
-        return ACTIVATIONS[core.activation](c), c  # the RTU: g((Re c_1, Im c_1, ...))
+        return ACTIVATIONS[layer.activation](c), c  # the RTU: g((Re c_1, Im c_1, ...))
 
     def env_action(self, action: Tensor) -> Tensor:
         """The agent's action in the env's terms: discrete as it is; continuous clipped to ``[-1, 1]`` and

@@ -245,8 +245,8 @@ class PPO:
         were before this segment and ``NonFiniteError`` is raised."""
         seg = seg.to(self.device)
         cfg, agent, T, B = self.cfg, self.agent, seg.length, seg.action.shape[1]
-        if agent.core_name == "bptt-elstm" and not (seg.done[0].all() and seg.done[T].all()):
-            raise ValueError("the bptt-elstm core learns by BPTT over whole episodes: every rollout must be "
+        if agent.whole_episodes and not (seg.done[0].all() and seg.done[T].all()):
+            raise ValueError(f"the {agent.core_name} core learns by BPTT over whole episodes: every rollout must be "
                              "exactly one episode; set --unroll to the (fixed) episode length")
         for name in ("obs", "reward"):
             t = getattr(seg, name)

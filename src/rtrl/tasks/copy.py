@@ -14,6 +14,10 @@ Learning rules compared (one model: one-hot -> recurrent layer -> linear readout
 * ``lstm``:  ``torch.nn.LSTM``, full BPTT (or truncated with ``update_every``)
 * ``snap1``: a dense LSTM learning online by SnAp-1 (``rtrl.approx.SnAp1LSTM``), updates as ``rtrl``
 * ``uoro``:  a dense LSTM learning online by UORO (``rtrl.approx.UOROLSTM``), updates as ``rtrl``
+* ``rtrl2``: two stacked layers (``rtrl.nn.TwoLayer``), the top by exact RTRL, the bottom by BPTT
+  within each span of ``update_every`` steps (the hybrid); updates as ``rtrl``
+* ``tbptt2``: the two layers, truncated BPTT of both with span ``update_every``
+* ``bptt2``: the two layers, full BPTT of both over the sequence, one step per sequence
 
 ``params`` > 0 picks the hidden size whose model has the parameter count closest to it
 (:func:`hidden_size_for`), so that methods can be compared at equal size.
@@ -42,7 +46,9 @@ from rtrl.utils import ProgressBar, resolve_device
 from rtrl.runs import Run, RunError
 
 COPY, IGNORE = 2, -100
-METHODS = ("rtrl", "tbptt", "bptt", "lstm", "snap1", "uoro")
+METHODS = ("rtrl", "tbptt", "bptt", "lstm", "snap1", "uoro", "rtrl2", "tbptt2", "bptt2")
+TWO_LAYER = ("rtrl2", "tbptt2", "bptt2")  # rtrl.nn.TwoLayer of two ``cell`` layers
+ELEMENTWISE = ("rtrl", "tbptt", "bptt") + TWO_LAYER  # the methods built of ``cell`` layers
 DENSE_ONLINE = {"snap1": SnAp1LSTM, "uoro": UOROLSTM}  # dense LSTMs learning online, approximately
 CELLS: dict[str, type] = getattr(rtrl.nn, "MODULES", {"elstm": ELSTM})  # the element-wise layers
 
@@ -52,7 +58,7 @@ class CopyConfig:
     """Everything a copy-task run depends on. ``CONFIGS`` holds the named presets."""
 
     method: str = "rtrl"
-    cell: str = "elstm"  # the element-wise layer of rtrl/tbptt/bptt: a key of rtrl.nn.MODULES
+    cell: str = "elstm"  # the element-wise layer of rtrl/tbptt/bptt (and the *2 stacks): a key of rtrl.nn.MODULES
     update_every: int = 1  # rtrl/snap1/uoro: steps between updates; tbptt/lstm: the span; 0 = whole sequence; bptt ignores it
     level: int = 5  # patterns of 1..level bits, sequences of 2*level steps
     hidden_size: int = 128
@@ -93,7 +99,7 @@ class CopyConfig:
 
     @property
     def span(self) -> int:
-        return self.seq_len if self.method == "bptt" or self.update_every == 0 else self.update_every
+        return self.seq_len if self.method in ("bptt", "bptt2") or self.update_every == 0 else self.update_every
 
 
 CONFIGS = {
@@ -125,7 +131,7 @@ def make_split(level: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 class CopyModel(nn.Module):
-    """One-hot input -> one recurrent layer -> linear readout to two logits."""
+    """One-hot input -> one recurrent layer (two for the ``*2`` methods) -> linear readout to two logits."""
 
     def __init__(self, method: str, hidden_size: int, cell: str = "elstm") -> None:
         super().__init__()
@@ -134,6 +140,8 @@ class CopyModel(nn.Module):
             self.core = nn.LSTM(3, hidden_size)
         elif method in DENSE_ONLINE:
             self.core = DENSE_ONLINE[method](3, hidden_size)
+        elif method in TWO_LAYER:
+            self.core = rtrl.nn.TwoLayer(cell, 3, hidden_size, learning="rtrl" if method == "rtrl2" else "bptt")
         else:
             self.core = CELLS[cell](3, hidden_size, learning="rtrl" if method == "rtrl" else "bptt")
         self.head = nn.Linear(hidden_size, 2)
@@ -273,7 +281,7 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
 
         model.load_state_dict(load_checkpoint(run.ckpt_dir / "best.pt", "copy")["model"])
     result = dict(
-        method=cfg.method, cell=cfg.cell if cfg.method in ("rtrl", "tbptt", "bptt") else None,
+        method=cfg.method, cell=cfg.cell if cfg.method in ELEMENTWISE else None,
         update_every=cfg.update_every, level=cfg.level, hidden_size=cfg.hidden_size,
         parameters=sum(p.numel() for p in model.parameters()), seed=cfg.seed, test_accuracy=sequence_accuracy(model, *test), best_valid_accuracy=counters["best_acc"],
         sequences_to_solve=counters["solved_at"] if counters["solved_at"] >= 0 else None,
