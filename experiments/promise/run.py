@@ -68,6 +68,11 @@ UPDATES_TASKS = ["rtrl-Recall20-v0"]  # where the long-M agents differed; Recall
 # the one pair that differed on RepeatFirstEasy at 2 M frames, and POPGym's strongest model
 LONG_AGENTS = [a for a in AGENTS if (a[2] == 5 and "rtu" in a[1]) or (a[1] == "gru" and a[2] == 20)]
 LONG_TASK, LONG_FRAMES = "popgym-RepeatFirstEasy-v0", 5_000_000
+FOLLOW_UP_PAIRS = {  # the comparisons a claim rests on, within a follow-up part
+    "updates": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20)),
+                (("rtrl-lru", 20), ("gru", 100)), (("rtrl-lru", 20), ("gru", 20))],
+    "long": [(("rtrl-rtu", 5), ("tbptt-rtu", 5)), (("rtrl-rtu", 5), ("gru", 20))],
+}
 LRS = (1e-3, 3e-3, 1e-2)
 SWEEP_TASK = "rtrl-Recall20-v0"
 REFERENCE = ("rtrl-elstm", 64)  # the parameter count every recurrent agent matches
@@ -180,6 +185,8 @@ def follow_up(args, lrs) -> None:
              f"{', '.join(f'{TASKS[e][0] / 1e6:g} M frames' for e in tasks)}).", "",
              "| task | agent | lr | streams | A | B | permutation p (A vs B) | Fisher p (A > B) |",
              "|---|---|---|---|---|---|---|---|"]
+    greedy: dict[tuple, list[float]] = {}
+    solved: dict[tuple, int] = {}
     for env in tasks:
         opt = TASKS[env][1]
         for label, core, m in agents:
@@ -196,6 +203,18 @@ def follow_up(args, lrs) -> None:
             fp = f"{fisher_p(k[0], len(g[0]), k[1], len(g[1])):.3f}" if ok else "—"
             lines.append(f"| {env} | {label} | {lrs[(core, m)]:g} | {streams(args.part, m)} | {cells[0]} | {cells[1]} "
                          f"| {p} | {fp} |")
+            greedy[(env, core, m)], solved[(env, core, m)] = g[0], k[0]
+    lines += ["", f"Within column A ({what}):", "",
+              "| task | comparison | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) |",
+              "|---|---|---|---|---|---|"]
+    for env in tasks:
+        for a, b in FOLLOW_UP_PAIRS[args.part]:
+            ga, gb = greedy.get((env, *a), []), greedy.get((env, *b), [])
+            if len(ga) >= 2 and len(gb) >= 2:
+                ka, kb = solved[(env, *a)], solved[(env, *b)]
+                lines.append(f"| {env} | {a[0]} M={a[1]} vs {b[0]} M={b[1]} | {statistics.mean(ga):.2f} vs "
+                             f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
+                             f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"promise_{args.part}_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
