@@ -27,14 +27,17 @@ Finished runs are reused; a larger --scale extends them. Writes docs/promise_tab
 Two follow-up parts:
 
     python experiments/promise/run.py --part updates      # the long-M agents at equal updates (fewer streams)
-    python experiments/promise/run.py --part long         # RepeatFirstEasy at 5 M frames, six agents
+    python experiments/promise/run.py --part long         # RepeatFirstEasy at 5 M frames, three agents
+    python experiments/promise/run.py --part ppo          # docs/results.md's PPO command on Recall20
 
 * ``updates``: with 256 streams an update every M steps gives 781 updates in 1 M frames at M = 5
   but 195 at M = 20 and 39 at M = 100. Here the long-M agents run 256·5/M streams (64 at M = 20,
   13 at M = 100), so every agent gets ~781 updates of ~1,280 frames in 1 M frames, as at M = 5.
 * ``long``: popgym RepeatFirstEasy at 5 M frames a run (2.5x the main table's budget) for the
   one pair that differed there at 2 M (the RTU, exact RTRL and TBPTT at M = 5) and the GRU at
-  M = 20 (POPGym's strongest model). Writes docs/promise_updates_table.md and docs/promise_long_table.md.
+  M = 20 (POPGym's strongest model).
+* ``ppo``: the recommended command of docs/results.md (PPO, exact-RTRL RTU) on Recall20, against
+  the same command with TBPTT. Writes docs/promise_{updates,long,ppo}_table.md.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ def chosen_lrs(out: Path) -> dict[tuple[str, int], float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("sweep", "main", "updates", "long"), default="main")
+    ap.add_argument("--part", choices=("sweep", "main", "updates", "long", "ppo"), default="main")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every frame budget")
@@ -140,6 +143,9 @@ def main() -> None:
         write_sweep(args)
         return
     lrs = chosen_lrs(args.out)
+    if args.part == "ppo":
+        ppo_part(args)
+        return
     if args.part in ("updates", "long"):
         follow_up(args, lrs)
         return
@@ -166,6 +172,41 @@ def write_sweep(args) -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "promise_sweep.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+PPO_TASK = "rtrl-Recall20-v0"
+PPO_AGENTS = [("RTU, exact RTRL", "rtrl-rtu"), ("RTU, TBPTT", "tbptt-rtu")]
+
+
+def ppo_part(args) -> None:
+    """docs/results.md's recommended command (PPO, the RTU, 256 units, the PPO preset: rollouts of
+    20 steps) on Recall20, whose cue is 21 steps back: exact RTRL against TBPTT of the same RTU."""
+    frames = int(TASKS[PPO_TASK][0] * args.scale)
+    greedy: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        for label, core in PPO_AGENTS:
+            d = args.out / "ppo" / f"{PPO_TASK}-{core}-s{seed}"
+            if args.report_only:
+                r = json.loads((d / "result.json").read_text()) if (d / "result.json").exists() else None
+            else:
+                r = run_train(d, ["--algo", "ppo", "--env", PPO_TASK, "--core", core, "--hidden-size", "256",
+                                  "--seed", str(seed), "--log-every", "2"], frames)
+            if r is not None:
+                greedy.setdefault(label, []).append(r["eval"]["greedy"]["mean"])
+    lines = [f"Made by `python experiments/promise/run.py --part ppo`: `rtrl train --algo ppo --env {PPO_TASK} "
+             f"--core CORE --hidden-size 256`, {frames:,} frames, greedy return (mean ± 95 % CI; seeds solved).", "",
+             "| agent | greedy return | seeds solved |", "|---|---|---|"]
+    for label, _ in PPO_AGENTS:
+        g = greedy.get(label, [])
+        lines.append(f"| {label} | {fmt_ci(g)} | {sum(x >= 0.9 for x in g)}/{len(g)} |")
+    (a, b) = (greedy.get(label, []) for label, _ in PPO_AGENTS)
+    if len(a) >= 2 and len(b) >= 2:
+        ka, kb = sum(x >= 0.9 for x in a), sum(x >= 0.9 for x in b)
+        lines += ["", f"Exact vs TBPTT: permutation p = {permutation_p(a, b):.3f}; Fisher p (exact solves more) = "
+                      f"{fisher_p(ka, len(a), kb, len(b)):.3f}."]
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "promise_ppo_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
