@@ -3,7 +3,8 @@
 * ``ci95(xs)``: mean and half-width of the 95 % confidence interval (Student t, n − 1 degrees).
 * ``permutation_p(a, b)``: exact two-sided permutation test of a difference of means (all splits).
 * ``fisher_p(k1, n1, k2, n2)``: one-sided Fisher exact test that group 1 solves more often.
-* ``run_train(...)``: run or resume one ``rtrl train`` job in its own folder, reuse it when finished.
+* ``run_train(...)``, ``run_copy(...)``: run or resume one ``rtrl train`` / ``rtrl copy`` job in its own
+  folder, reuse it when finished.
 """
 
 from __future__ import annotations
@@ -100,6 +101,18 @@ def run_train(run_dir: Path, args: list[str], frames: int) -> Optional[dict]:
               f"{' '.join(cmd[3:])}", flush=True)
         return None
     return json.loads(done.read_text())
+
+
+def run_copy(run_dir: Path, args: list[str]) -> dict:
+    """Run (or resume) one ``rtrl copy`` job in ``run_dir``; reuse it when finished."""
+    result = run_dir / "result.json"
+    if not result.exists():
+        cmd = [sys.executable, "-m", "rtrl.cli", "copy", *args, "--run-dir", str(run_dir), "--no-progress"]
+        if run_dir.exists():
+            cmd.append("--resume")
+        print(" ".join(cmd[1:]), flush=True)
+        subprocess.run([*LAUNCHER, *cmd], check=True, stdout=subprocess.DEVNULL)
+    return json.loads(result.read_text())
 
 
 def agent_parameters(env: str, core: str, hidden: int) -> int:

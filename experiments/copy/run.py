@@ -10,12 +10,12 @@ Each run is its own `rtrl copy` process (so peak memory is per run) with its own
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stats import curve, run_copy  # noqa: E402  (experiments/stats.py, shared by the studies)
 
 # (label, method, update_every)
 METHODS = [
@@ -28,23 +28,8 @@ METHODS = [
 
 
 def run_one(out: Path, method: str, k: int, seed: int, max_sequences: int) -> dict:
-    run_dir = out / f"{method}-k{k}-s{seed}"
-    result = run_dir / "result.json"
-    if not result.exists():
-        cmd = [sys.executable, "-m", "rtrl.cli", "copy", "--method", method, "--update-every", str(k),
-               "--seed", str(seed), "--max-sequences", str(max_sequences), "--run-dir", str(run_dir),
-               "--no-progress"]
-        if run_dir.exists():
-            cmd.append("--resume")
-        print(" ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(result.read_text())
-
-
-def curve(run_dir: Path) -> tuple[list[float], list[float]]:
-    with open(run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    return [float(r["step"]) for r in rows], [float(r["valid_accuracy"]) for r in rows]
+    return run_copy(out / f"{method}-k{k}-s{seed}", ["--method", method, "--update-every", str(k), "--seed", str(seed),
+                                                    "--max-sequences", str(max_sequences)])
 
 
 def main() -> None:
@@ -58,7 +43,7 @@ def main() -> None:
     rows, curves = [], {}
     for label, method, k in METHODS:
         results = [run_one(args.out, method, k, s, args.max_sequences) for s in args.seeds]
-        curves[label] = [curve(args.out / f"{method}-k{k}-s{s}") for s in args.seeds]
+        curves[label] = [curve(args.out / f"{method}-k{k}-s{s}", "valid_accuracy") for s in args.seeds]
         acc = [r["test_accuracy"] for r in results]
         solved = [r["sequences_to_solve"] for r in results]
         rows.append(dict(

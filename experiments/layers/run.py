@@ -12,17 +12,14 @@ unfinished one is resumed, so re-running the script continues the sweep.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from rtrl.tasks.copy import count_parameters, hidden_size_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats import permutation_p  # noqa: E402
+from stats import curve, permutation_p, run_copy  # noqa: E402
 
 
 def methods(k: int, narrow: int) -> list[tuple[str, str, int, str]]:
@@ -39,25 +36,11 @@ def methods(k: int, narrow: int) -> list[tuple[str, str, int, str]]:
 
 
 def run_one(out: Path, method: str, k: int, name: str, seed: int, args) -> dict:
-    run_dir = out / f"{name}-s{seed}"
-    result = run_dir / "result.json"
-    if not result.exists():
-        hidden = int(name.split("-n")[1]) if "-n" in name else args.hidden_size
-        size = ["--hidden-size", str(hidden)] if method in ("rtrl", "tbptt") else ["--params", str(args.params)]
-        cmd = [sys.executable, "-m", "rtrl.cli", "copy", "--method", method, "--update-every", str(k), *size,
-               "--level", str(args.level), "--seed", str(seed), "--max-sequences", str(args.max_sequences),
-               "--run-dir", str(run_dir), "--no-progress"]
-        if run_dir.exists():
-            cmd.append("--resume")
-        print(" ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(result.read_text())
-
-
-def curve(run_dir: Path) -> tuple[list[float], list[float]]:
-    with open(run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    return [float(r["step"]) for r in rows], [float(r["valid_accuracy"]) for r in rows]
+    hidden = int(name.split("-n")[1]) if "-n" in name else args.hidden_size
+    size = ["--hidden-size", str(hidden)] if method in ("rtrl", "tbptt") else ["--params", str(args.params)]
+    return run_copy(out / f"{name}-s{seed}", ["--method", method, "--update-every", str(k), *size, "--level",
+                                              str(args.level), "--seed", str(seed), "--max-sequences",
+                                              str(args.max_sequences)])
 
 
 def main() -> None:
@@ -77,7 +60,7 @@ def main() -> None:
     narrow = hidden_size_for("rtrl2", args.params)
     for label, method, kk, name in methods(k, narrow):
         results = [run_one(args.out, method, kk, name, s, args) for s in args.seeds]
-        curves[label] = [curve(args.out / f"{name}-s{s}") for s in args.seeds]
+        curves[label] = [curve(args.out / f"{name}-s{s}", "valid_accuracy") for s in args.seeds]
         acc = [r["test_accuracy"] for r in results]
         accs[method if name == f"{method}-k{kk}" else name] = (label, acc)
         solved = [r["sequences_to_solve"] for r in results]
