@@ -28,7 +28,7 @@ Two follow-up parts:
 
     python experiments/promise/run.py --part updates      # the long-M agents at equal updates (fewer streams)
     python experiments/promise/run.py --part long         # RepeatFirstEasy at 5 M frames, three agents
-    python experiments/promise/run.py --part ppo          # docs/results.md's PPO command on Recall20
+    python experiments/promise/run.py --part ppo          # docs/results.md's PPO command on Recall20 and 50
 
 * ``updates``: with 256 streams an update every M steps gives 781 updates in 1 M frames at M = 5
   but 195 at M = 20 and 39 at M = 100. Here the long-M agents run 256·5/M streams (64 at M = 20,
@@ -36,8 +36,8 @@ Two follow-up parts:
 * ``long``: popgym RepeatFirstEasy at 5 M frames a run (2.5x the main table's budget) for the
   one pair that differed there at 2 M (the RTU, exact RTRL and TBPTT at M = 5) and the GRU at
   M = 20 (POPGym's strongest model).
-* ``ppo``: the recommended command of docs/results.md (PPO, exact-RTRL RTU) on Recall20, against
-  the same command with TBPTT. Writes docs/promise_{updates,long,ppo}_table.md.
+* ``ppo``: the recommended command of docs/results.md (PPO, exact-RTRL RTU) on Recall20 and
+  Recall50, against the same command with TBPTT. Writes docs/promise_{updates,long,ppo}_table.md.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ AGENTS = [  # label, core, M
 ]
 # the long-M agents, but the eLSTM and the LSTM (0/5 at any M in the main table) and feedforward
 UPDATES_AGENTS = [a for a in AGENTS if a[2] > 5 and a[1] not in ("none", "lstm") and "elstm" not in a[1]]
-UPDATES_TASKS = ["rtrl-Recall20-v0"]  # where the long-M agents differed; Recall50 would double ~30 min of runs
+UPDATES_TASKS = ["rtrl-Recall20-v0", "rtrl-Recall50-v0"]
 # the one pair that differed on RepeatFirstEasy at 2 M frames, and POPGym's strongest model
 LONG_AGENTS = [a for a in AGENTS if (a[2] == 5 and "rtu" in a[1]) or (a[1] == "gru" and a[2] == 20)]
 LONG_TASK, LONG_FRAMES = "popgym-RepeatFirstEasy-v0", 5_000_000
@@ -175,36 +175,39 @@ def write_sweep(args) -> None:
     print("\n".join(lines))
 
 
-PPO_TASK = "rtrl-Recall20-v0"
+PPO_TASKS = ["rtrl-Recall20-v0", "rtrl-Recall50-v0"]
 PPO_AGENTS = [("RTU, exact RTRL", "rtrl-rtu"), ("RTU, TBPTT", "tbptt-rtu")]
 
 
 def ppo_part(args) -> None:
     """docs/results.md's recommended command (PPO, the RTU, 256 units, the PPO preset: rollouts of
-    20 steps) on Recall20, whose cue is 21 steps back: exact RTRL against TBPTT of the same RTU."""
-    frames = int(TASKS[PPO_TASK][0] * args.scale)
-    greedy: dict[str, list[float]] = {}
-    for seed in args.seeds:
-        for label, core in PPO_AGENTS:
-            d = args.out / "ppo" / f"{PPO_TASK}-{core}-s{seed}"
-            if args.report_only:
-                r = json.loads((d / "result.json").read_text()) if (d / "result.json").exists() else None
-            else:
-                r = run_train(d, ["--algo", "ppo", "--env", PPO_TASK, "--core", core, "--hidden-size", "256",
-                                  "--seed", str(seed), "--log-every", "2"], frames)
-            if r is not None:
-                greedy.setdefault(label, []).append(r["eval"]["greedy"]["mean"])
-    lines = [f"Made by `python experiments/promise/run.py --part ppo`: `rtrl train --algo ppo --env {PPO_TASK} "
-             f"--core CORE --hidden-size 256`, {frames:,} frames, greedy return (mean ± 95 % CI; seeds solved).", "",
-             "| agent | greedy return | seeds solved |", "|---|---|---|"]
-    for label, _ in PPO_AGENTS:
-        g = greedy.get(label, [])
-        lines.append(f"| {label} | {fmt_ci(g)} | {sum(x >= 0.9 for x in g)}/{len(g)} |")
-    (a, b) = (greedy.get(label, []) for label, _ in PPO_AGENTS)
-    if len(a) >= 2 and len(b) >= 2:
+    20 steps) on Recall20 and Recall50 (the cue 21 and 51 steps back): exact RTRL against TBPTT of
+    the same RTU."""
+    greedy: dict[tuple[str, str], list[float]] = {}
+    for env in PPO_TASKS:
+        frames = int(TASKS[env][0] * args.scale)
+        for seed in args.seeds:
+            for label, core in PPO_AGENTS:
+                d = args.out / "ppo" / f"{env}-{core}-s{seed}"
+                if args.report_only:
+                    r = json.loads((d / "result.json").read_text()) if (d / "result.json").exists() else None
+                else:
+                    r = run_train(d, ["--algo", "ppo", "--env", env, "--core", core, "--hidden-size", "256",
+                                      "--seed", str(seed), "--log-every", "2"], frames)
+                if r is not None:
+                    greedy.setdefault((env, label), []).append(r["eval"]["greedy"]["mean"])
+    (la, _), (lb, _) = PPO_AGENTS
+    lines = ["Made by `python experiments/promise/run.py --part ppo`: `rtrl train --algo ppo --env TASK --core CORE "
+             "--hidden-size 256` (the PPO preset: rollouts of 20 steps), 1 M frames; greedy return, mean ± 95 % CI "
+             "(seeds solved); exact permutation test of the means, one-sided Fisher test of seeds solved.", "",
+             f"| task | {la} | {lb} | permutation p | Fisher p (exact > TBPTT) |", "|---|---|---|---|---|"]
+    for env in PPO_TASKS:
+        a, b = greedy.get((env, la), []), greedy.get((env, lb), [])
         ka, kb = sum(x >= 0.9 for x in a), sum(x >= 0.9 for x in b)
-        lines += ["", f"Exact vs TBPTT: permutation p = {permutation_p(a, b):.3f}; Fisher p (exact solves more) = "
-                      f"{fisher_p(ka, len(a), kb, len(b)):.3f}."]
+        ok = len(a) >= 2 and len(b) >= 2
+        lines.append(f"| {env} | {fmt_ci(a)} ({ka}/{len(a)}) | {fmt_ci(b)} ({kb}/{len(b)}) | "
+                     f"{f'{permutation_p(a, b):.3f}' if ok else '—'} | "
+                     f"{f'{fisher_p(ka, len(a), kb, len(b)):.3f}' if ok else '—'} |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "promise_ppo_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
