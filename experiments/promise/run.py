@@ -73,7 +73,7 @@ LONG_AGENTS = [a for a in AGENTS if (a[2] == 5 and "rtu" in a[1]) or (a[1] == "g
 LONG_TASK, LONG_FRAMES = "popgym-RepeatFirstEasy-v0", 5_000_000
 FOLLOW_UP_PAIRS = {  # the comparisons a claim rests on, within a follow-up part
     "updates": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20)),
-                (("rtrl-lru", 20), ("gru", 100)), (("rtrl-lru", 20), ("gru", 20))],
+                (("rtrl-lru", 20), ("gru", 100)), (("rtrl-rtu", 20), ("gru", 100)), (("rtrl-lru", 20), ("gru", 20))],
     "long": [(("rtrl-rtu", 5), ("tbptt-rtu", 5)), (("rtrl-rtu", 5), ("gru", 20))],
 }
 LRS = (1e-3, 3e-3, 1e-2)
