@@ -1,7 +1,7 @@
 """Two stacked LRU layers in R2AC on a memory task: the hybrid (top exact RTRL, bottom BPTT within
 the segment) against one exact layer, truncated BPTT of both and full-episode BPTT of both.
 
-    python experiments/layers/recall.py --reuse ../main/runs/experiments/promise/main   # the table
+    python experiments/layers/recall.py --reuse runs/experiments/promise/main   # the table
     python experiments/layers/recall.py --report-only        # tables and curves from finished runs
     python experiments/layers/recall.py --seeds 0 --frames 5120 --lrs 0.001 --cores rtrl2-lru --out runs/smoke
 
