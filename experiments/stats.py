@@ -3,6 +3,7 @@
 * ``ci95(xs)``: mean and half-width of the 95 % confidence interval (Student t, n − 1 degrees).
 * ``permutation_p(a, b)``: exact two-sided permutation test of a difference of means (all splits).
 * ``fisher_p(k1, n1, k2, n2)``: one-sided Fisher exact test that group 1 solves more often.
+* ``compare(a, b, ka, kb)``: the table cells of one claimed difference (both tests).
 * ``run_train(...)``, ``run_copy(...)``: run or resume one ``rtrl train`` / ``rtrl copy`` job in its own
   folder, reuse it when finished.
 """
@@ -61,6 +62,15 @@ def fisher_p(k1: int, n1: int, k2: int, n2: int) -> float:
     k, n = k1 + k2, n1 + n2
     denom = math.comb(n, k)
     return sum(math.comb(n1, i) * math.comb(n2, k - i) for i in range(k1, min(n1, k) + 1)) / denom
+
+
+def compare(a: list[float], b: list[float], ka: int, kb: int, na: int | None = None, nb: int | None = None) -> str:
+    """The table cells of one claimed difference: ``mean A vs B | permutation p | ka/na vs kb/nb |
+    Fisher p (A > B)``. ``na``, ``nb``: the seeds run, when some are missing from ``a``, ``b``
+    (diverged runs count as not solved); by default ``len(a)``, ``len(b)``."""
+    na, nb = len(a) if na is None else na, len(b) if nb is None else nb
+    return (f"{statistics.mean(a):.2f} vs {statistics.mean(b):.2f} | {permutation_p(a, b):.3f} | "
+            f"{ka}/{na} vs {kb}/{nb} | {fisher_p(ka, na, kb, nb):.3f}")
 
 
 def curve(run_dir: Path, key: str = "mean_return") -> tuple[list[float], list[float]]:

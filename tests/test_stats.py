@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-from stats import ci95, fisher_p, fmt_ci, frames_to, permutation_p  # noqa: E402
+from stats import ci95, compare, fisher_p, fmt_ci, frames_to, permutation_p  # noqa: E402
 
 
 def test_ci95_is_the_student_t_interval():
@@ -29,6 +29,13 @@ def test_fisher_p_is_the_hypergeometric_tail():
     # 11 of 16 against 0 of 9: P(group 1 holds >= 11 of the 11 successes) = C(16,11) / C(25,11)
     assert fisher_p(11, 16, 0, 9) == pytest.approx(math.comb(16, 11) / math.comb(25, 11))
     assert fisher_p(0, 5, 0, 5) == 1.0 and fisher_p(1, 5, 4, 5) > 0.9
+
+
+def test_compare_counts_diverged_seeds_as_unsolved():
+    # 4 finished seeds of 5 (one diverged): the Fisher test is on 4/5 solved, not 4/4
+    cells = compare([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0], 4, 0, na=5)
+    assert cells == f"1.00 vs 0.00 | {permutation_p([1.0] * 4, [0.0] * 5):.3f} | 4/5 vs 0/5 | {fisher_p(4, 5, 0, 5):.3f}"
+    assert compare([1.0, 0.0], [0.0, 0.0], 1, 0).endswith(f"1/2 vs 0/2 | {fisher_p(1, 2, 0, 2):.3f}")
 
 
 def test_frames_to_ignores_a_mean_of_the_first_few_episodes(tmp_path):

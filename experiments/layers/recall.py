@@ -31,7 +31,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import agent_parameters, curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
+from stats import agent_parameters, compare, curve, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
 
 ENV, EPISODE = "rtrl-Recall20-v0", 22
 AGENTS = [  # label, core, M, learning rates tried
@@ -135,10 +135,9 @@ def write_table(args, agents, sizes) -> None:
             continue
         ga, gb = best[a][1], best[b][1]
         ka, kb = sum(x >= 0.9 for x in ga), sum(x >= 0.9 for x in gb)
-        tests.append(f"| {a} (lr {best[a][0]:g}) vs {b} (lr {best[b][0]:g}) | {statistics.mean(ga):.2f} vs "
-                     f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
-                     f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} | {statistics.mean(train[a]):.2f} vs "
-                     f"{statistics.mean(train[b]):.2f} | {permutation_p(train[a], train[b]):.3f} |")
+        tests.append(f"| {a} (lr {best[a][0]:g}) vs {b} (lr {best[b][0]:g}) | {compare(ga, gb, ka, kb)} | "
+                     f"{statistics.mean(train[a]):.2f} vs {statistics.mean(train[b]):.2f} | "
+                     f"{permutation_p(train[a], train[b]):.3f} |")
     flags = "" if args.frames == 1_000_000 else f" --frames {args.frames}"
     flags += "" if args.seeds == [0, 1, 2, 3, 4] else f" --seeds {' '.join(map(str, args.seeds))}"
     flags += f" --reuse {args.reuse}" if args.reuse else ""

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import agent_parameters, curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
+from stats import agent_parameters, compare, curve, fmt_ci, frames_to, hidden_for, run_train  # noqa: E402
 
 REFERENCE = ("rtrl-elstm", 64)  # every agent's parameter count (as in the promise study)
 PROMISE = Path("runs/experiments/promise")  # the promise study's runs (M = 5 references, reused)
@@ -142,7 +142,7 @@ def seed_results(dirs: list[Path]) -> tuple[list[float], list[Path], int]:
 
 
 def report(args) -> None:
-    lines = [f"Made by `python experiments/limits/run.py` (then `--report-only`). Greedy return on 100 held-out "
+    lines = ["Made by `python experiments/limits/run.py` (then `--report-only`). Greedy return on 100 held-out "
              "episodes, mean ± 95 % CI over seeds (seeds solved: greedy >= 0.9; median frames until the training "
              "return first reached 0.9; diverged: seeds the divergence guard stopped, counted as not solved and "
              "absent from the mean). Sweep: final training return on seed 0 per learning rate.", ""]
@@ -176,9 +176,7 @@ def report(args) -> None:
     for a_label, b_label in COMPARISONS:
         (ga, ka, na), (gb, kb, nb) = rows.get(a_label, ([], 0, 0)), rows.get(b_label, ([], 0, 0))
         if len(ga) >= 2 and len(gb) >= 2:
-            lines.append(f"| {a_label.split(':')[1]} vs {b_label.split(':')[1]} | {statistics.mean(ga):.2f} vs "
-                         f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{na} vs {kb}/{nb} | "
-                         f"{fisher_p(ka, na, kb, nb):.3f} |")
+            lines.append(f"| {a_label.split(':')[1]} vs {b_label.split(':')[1]} | {compare(ga, gb, ka, kb, na, nb)} |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "limits_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
+from stats import compare, curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
 
 TASKS = {  # env: (frames, optimum of the return)
     "rtrl-Recall20-v0": (1_000_000, 1.0),
@@ -256,9 +256,7 @@ def follow_up(args, lrs) -> None:
             ga, gb = greedy.get((env, *a), []), greedy.get((env, *b), [])
             if len(ga) >= 2 and len(gb) >= 2:
                 ka, kb = solved[(env, *a)], solved[(env, *b)]
-                lines.append(f"| {env} | {a[0]} M={a[1]} vs {b[0]} M={b[1]} | {statistics.mean(ga):.2f} vs "
-                             f"{statistics.mean(gb):.2f} | {permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
-                             f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} |")
+                lines.append(f"| {env} | {a[0]} M={a[1]} vs {b[0]} M={b[1]} | {compare(ga, gb, ka, kb)} |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"promise_{args.part}_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -299,9 +297,7 @@ def write_table(args, lrs) -> None:
             if len(ga) < 2 or len(gb) < 2:
                 continue
             ka, kb = solved[(env, a, m)], solved[(env, b, mb)]
-            tests.append(f"| {env} | {a} M={m} vs {b} M={mb} | {statistics.mean(ga):.2f} vs {statistics.mean(gb):.2f} | "
-                         f"{permutation_p(ga, gb):.3f} | {ka}/{len(ga)} vs {kb}/{len(gb)} | "
-                         f"{fisher_p(ka, len(ga), kb, len(gb)):.3f} |")
+            tests.append(f"| {env} | {a} M={m} vs {b} M={mb} | {compare(ga, gb, ka, kb)} |")
     cmd = "python experiments/promise/run.py" + ("" if args.scale == 1 else f" --scale {args.scale}")
     head = (f"Made by `{cmd}` (then `--report-only`). Cells: greedy return on 100 held-out episodes at the end, "
             "mean ± 95 % CI over seeds (seeds solved: greedy >= 90 % of the optimum; median frames until the "
