@@ -4,6 +4,7 @@
 * ``permutation_p(a, b)``: exact two-sided permutation test of a difference of means (all splits).
 * ``fisher_p(k1, n1, k2, n2)``: one-sided Fisher exact test that group 1 solves more often.
 * ``compare(a, b, ka, kb)``: the table cells of one claimed difference (both tests).
+* ``copy_summary(results)``: the table cells of one copy-task method over its seeds.
 * ``run_train(...)``, ``run_copy(...)``: run or resume one ``rtrl train`` / ``rtrl copy`` job in its own
   folder, reuse it when finished.
 """
@@ -123,6 +124,17 @@ def run_copy(run_dir: Path, args: list[str]) -> dict:
         print(" ".join(cmd[1:]), flush=True)
         subprocess.run([*LAUNCHER, *cmd], check=True, stdout=subprocess.DEVNULL)
     return json.loads(result.read_text())
+
+
+def copy_summary(results: list[dict]) -> dict[str, str]:
+    """Table cells of one copy-task method over its seeds' result.json: test accuracy (% mean ±
+    population std), seeds solved, mean sequences to solve (over the seeds that did), mean wall time."""
+    acc = [r["test_accuracy"] for r in results]
+    solved = [r["sequences_to_solve"] for r in results]
+    return dict(acc=f"{statistics.mean(acc) * 100:.1f} ± {statistics.pstdev(acc) * 100:.1f}",
+                solved=f"{sum(s is not None for s in solved)}/{len(solved)}",
+                steps=f"{statistics.mean([s for s in solved if s]):,.0f}" if any(solved) else "—",
+                wall=f"{statistics.mean(r['wall_s'] for r in results):.0f}")
 
 
 def agent_parameters(env: str, core: str, hidden: int) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-from stats import ci95, compare, fisher_p, fmt_ci, frames_to, permutation_p  # noqa: E402
+from stats import ci95, compare, copy_summary, fisher_p, fmt_ci, frames_to, permutation_p  # noqa: E402
 
 
 def test_ci95_is_the_student_t_interval():
@@ -36,6 +36,13 @@ def test_compare_counts_diverged_seeds_as_unsolved():
     cells = compare([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0], 4, 0, na=5)
     assert cells == f"1.00 vs 0.00 | {permutation_p([1.0] * 4, [0.0] * 5):.3f} | 4/5 vs 0/5 | {fisher_p(4, 5, 0, 5):.3f}"
     assert compare([1.0, 0.0], [0.0, 0.0], 1, 0).endswith(f"1/2 vs 0/2 | {fisher_p(1, 2, 0, 2):.3f}")
+
+
+def test_copy_summary_averages_solving_steps_over_the_seeds_that_solved():
+    runs = [dict(test_accuracy=1.0, sequences_to_solve=1000, wall_s=10.0),
+            dict(test_accuracy=0.5, sequences_to_solve=None, wall_s=20.0)]
+    assert copy_summary(runs) == dict(acc="75.0 ± 25.0", solved="1/2", steps="1,000", wall="15")
+    assert copy_summary(runs[1:])["steps"] == "—"
 
 
 def test_frames_to_ignores_a_mean_of_the_first_few_episodes(tmp_path):

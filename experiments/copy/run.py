@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats import curve, run_copy  # noqa: E402  (experiments/stats.py, shared by the studies)
+from stats import copy_summary, curve, run_copy  # noqa: E402  (experiments/stats.py, shared by the studies)
 
 # (label, method, update_every)
 METHODS = [
@@ -44,16 +44,8 @@ def main() -> None:
     for label, method, k in METHODS:
         results = [run_one(args.out, method, k, s, args.max_sequences) for s in args.seeds]
         curves[label] = [curve(args.out / f"{method}-k{k}-s{s}", "valid_accuracy") for s in args.seeds]
-        acc = [r["test_accuracy"] for r in results]
-        solved = [r["sequences_to_solve"] for r in results]
-        rows.append(dict(
-            label=label,
-            acc=f"{statistics.mean(acc) * 100:.1f} ± {statistics.pstdev(acc) * 100:.1f}",
-            solved=f"{sum(s is not None for s in solved)}/{len(solved)}",
-            steps=(f"{statistics.mean([s for s in solved if s]):,.0f}" if any(solved) else "—"),
-            wall=f"{statistics.mean(r['wall_s'] for r in results):.0f}",
-            mem=f"{statistics.mean(r['peak_rss_mb'] for r in results):.0f}",
-        ))
+        rows.append(dict(label=label, **copy_summary(results),
+                         mem=f"{statistics.mean(r['peak_rss_mb'] for r in results):.0f}"))
 
     import matplotlib
 

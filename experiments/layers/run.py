@@ -19,7 +19,7 @@ from pathlib import Path
 from rtrl.tasks.copy import count_parameters, hidden_size_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stats import curve, permutation_p, run_copy  # noqa: E402
+from stats import copy_summary, curve, permutation_p, run_copy  # noqa: E402
 
 
 def methods(k: int, narrow: int) -> list[tuple[str, str, int, str]]:
@@ -63,16 +63,9 @@ def main() -> None:
         curves[label] = [curve(args.out / f"{name}-s{s}", "valid_accuracy") for s in args.seeds]
         acc = [r["test_accuracy"] for r in results]
         accs[method if name == f"{method}-k{kk}" else name] = (label, acc)
-        solved = [r["sequences_to_solve"] for r in results]
-        rows.append(dict(
-            label=label, n=results[0]["hidden_size"], params=results[0]["parameters"],
-            acc=f"{statistics.mean(acc) * 100:.1f} ± {statistics.pstdev(acc) * 100:.1f}",
-            each=" ".join(f"{a * 100:.0f}" for a in acc),
-            solved=f"{sum(s is not None for s in solved)}/{len(solved)}",
-            steps=(f"{statistics.mean([s for s in solved if s]):,.0f}" if any(solved) else "—"),
-            updates=f"{statistics.mean(r['updates'] for r in results):,.0f}",
-            wall=f"{statistics.mean(r['wall_s'] for r in results):.0f}",
-        ))
+        rows.append(dict(label=label, n=results[0]["hidden_size"], params=results[0]["parameters"],
+                         **copy_summary(results), each=" ".join(f"{a * 100:.0f}" for a in acc),
+                         updates=f"{statistics.mean(r['updates'] for r in results):,.0f}"))
 
     import matplotlib
 
