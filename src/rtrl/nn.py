@@ -8,7 +8,8 @@
 Modules: :class:`ELSTM`, :class:`DiagonalLinearRNN`, :class:`LRU`, :class:`RTU` (``MODULES`` maps
 names to them), and :class:`TwoLayer`, two of them stacked (top exact, bottom within the segment).
 ``hidden_size`` is the width of ``y``; ``state_size`` the number of recurrent units (the same,
-except for the RTU, whose ``hidden_size/2`` complex units give two features each). The LRU and RTU states (and sensitivities) are complex tensors paired with real parameters.
+except for the RTU, whose ``hidden_size/2`` complex units give two features each). The LRU and
+RTU states (and sensitivities) are complex tensors paired with real parameters.
 
 Reset semantics, written once: ``reset[t, b] = True`` means a new episode starts at step ``t``
 of stream ``b``; the state (and, for RTRL, the sensitivities) is zeroed *before* step ``t``
