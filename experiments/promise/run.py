@@ -271,8 +271,17 @@ def results(args, lrs, env: str, core: str, m: int, part: str = "main") -> list[
     return out
 
 
+def frames_label(frames: list[int]) -> str:
+    """'5 M', or '2–5 M' where the runs of one column stopped at different budgets."""
+    lo, hi = min(frames) / 1e6, max(frames) / 1e6
+    return f"{hi:.2g} M" if hi < 1.1 * lo else f"{lo:.2g}–{hi:.2g} M"
+
+
 def write_table(args, lrs) -> None:
-    lines = ["| agent | lr | " + " | ".join(args.tasks) + " |", "|---|---|" + "---|" * len(args.tasks)]
+    frames = {env: [r["frames"] for _, core, m in AGENTS for r, _ in results(args, lrs, env, core, m)]
+              for env in args.tasks}
+    heads = [f"{env} ({frames_label(frames[env])})" if frames[env] else env for env in args.tasks]
+    lines = ["| agent | lr | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(args.tasks)]
     greedy: dict[tuple, list[float]] = {}
     solved: dict[tuple, int] = {}
     for label, core, m in AGENTS:
@@ -301,7 +310,14 @@ def write_table(args, lrs) -> None:
     cmd = "python experiments/promise/run.py" + ("" if args.scale == 1 else f" --scale {args.scale}")
     head = (f"Made by `{cmd}` (then `--report-only`). Cells: greedy return on 100 held-out episodes at the end, "
             "mean ± 95 % CI over seeds (seeds solved: greedy >= 90 % of the optimum; median frames until the "
-            "training return first reached 90 % of the optimum).\n\n")
+            "training return first reached 90 % of the optimum). Frames a run in each column's head.\n\n")
+    extended = {env: max(f) / TASKS[env][0] for env, f in frames.items() if f and max(f) > 1.1 * TASKS[env][0]}
+    if extended:
+        scale = max(extended.values())
+        head += (f"The {', '.join(extended)} runs were made at the default budget, then extended by `{cmd} "
+                 f"--scale {scale:.2g} --tasks {' '.join(extended)}` (a resumed run continues from its checkpoint; "
+                 f"its linear learning-rate decay restarts at {1 - 1 / scale:.1f} × lr, so these runs had two "
+                 "decay cycles, not one).\n\n")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "promise_table.md").write_text(head + "\n".join(lines + tests) + "\n")
     print("\n".join(lines + tests))
