@@ -222,11 +222,14 @@ def follow_up(args, lrs) -> None:
             for env in tasks:
                 for _, core, m in agents:
                     job(args.out, args.part, env, core, m, lrs[(core, m)], seed, frames[env])
-    what = ("streams 256·5/M (equal updates)" if args.part == "updates" else "5 M frames")
+    what = ("streams 256·5/M (equal updates)" if args.part == "updates" else "5 M frames, one decay of the lr")
+    main_frames = {e: [r["frames"] for _, core, m in agents for r, _ in results(args, lrs, e, core, m)] for e in tasks}
+    budgets = ", ".join(dict.fromkeys(  # one entry per distinct budget
+        f"{frames_label(f)} frames" + (f": run at {TASKS[e][0] / 1e6:g} M, then extended, two decays of the lr"
+                                       if max(f) > 1.1 * TASKS[e][0] else "") for e, f in main_frames.items() if f))
     lines = [f"Made by `python experiments/promise/run.py --part {args.part}`. Cells as in promise_table.md: "
              "greedy return, mean ± 95 % CI over seeds (seeds solved; median frames to 90 % of the optimum). "
-             f"Column A: {what}; column B: the same agent in the main table (256 streams, "
-             f"{', '.join(f'{TASKS[e][0] / 1e6:g} M frames' for e in tasks)}).", "",
+             f"Column A: {what}; column B: the same agent in the main table (256 streams; {budgets}).", "",
              "| task | agent | lr | streams | A | B | permutation p (A vs B) | Fisher p (A > B) |",
              "|---|---|---|---|---|---|---|---|"]
     greedy: dict[tuple, list[float]] = {}
