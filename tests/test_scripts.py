@@ -56,6 +56,7 @@ def test_benchmark_runs(tmp_path, name):
     ("pixels", ["--scale", "0.00002", "--parallel", "1", "--eval-episodes", "0"], "pixels_table.md"),
     ("continuous", ["--seeds", "0", "--frames", "2048", "--cores", "rtrl-rtu", "none"], "continuous_table.md"),
     ("promise", ["--part", "long", "--seeds", "0", "--scale", "0.0005"], "promise_long_table.md"),
+    ("promise", ["--part", "batch", "--seeds", "0", "--scale", "0.002"], "promise_batch_table.md"),
     ("limits", ["--parts", "online", "--agents", "LRU, exact RTRL, M=1", "--seeds", "0", "--scale", "0.003"],
      "limits_table.md"),
     ("headline", ["--tasks", "popgym-CountRecallEasy-v0", "--seeds", "0", "--frames", "2560"], "headline_table.md"),

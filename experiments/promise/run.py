@@ -28,6 +28,7 @@ Two follow-up parts:
 
     python experiments/promise/run.py --part updates      # the long-M agents at equal updates (fewer streams)
     python experiments/promise/run.py --part long         # RepeatFirstEasy at 5 M frames, three agents
+    python experiments/promise/run.py --part batch        # equal updates again, with 256 streams (4x frames)
     python experiments/promise/run.py --part ppo          # docs/results.md's PPO command on Recall20 and 50
 
 * ``updates``: with 256 streams an update every M steps gives 781 updates in 1 M frames at M = 5
@@ -36,8 +37,12 @@ Two follow-up parts:
 * ``long``: popgym RepeatFirstEasy at 5 M frames a run (2.5x the main table's budget) for the
   one pair that differed there at 2 M (the RTU, exact RTRL and TBPTT at M = 5) and the GRU at
   M = 20 (POPGym's strongest model).
+* ``batch``: separates the two things ``updates`` changed at once. The M = 20 LRU and RTU (exact
+  RTRL and TBPTT) on Recall20 with 256 streams and 4 M frames: ~782 updates, as in ``updates``,
+  but of ~5,120 frames each (4x the streams), so against ``updates`` only the batch differs and
+  against the main table only the number of updates.
 * ``ppo``: the recommended command of docs/results.md (PPO, exact-RTRL RTU) on Recall20 and
-  Recall50, against the same command with TBPTT. Writes docs/promise_{updates,long,ppo}_table.md.
+  Recall50, against the same command with TBPTT. Writes docs/promise_{updates,long,batch,ppo}_table.md.
 """
 
 from __future__ import annotations
@@ -71,10 +76,21 @@ UPDATES_TASKS = ["rtrl-Recall20-v0", "rtrl-Recall50-v0"]
 # the one pair that differed on RepeatFirstEasy at 2 M frames, and POPGym's strongest model
 LONG_AGENTS = [a for a in AGENTS if (a[2] == 5 and "rtu" in a[1]) or (a[1] == "gru" and a[2] == 20)]
 LONG_TASK, LONG_FRAMES = "popgym-RepeatFirstEasy-v0", 5_000_000
+# the M = 20 element-wise cells whose exact-vs-TBPTT gap on Recall20 changed with ``updates``
+BATCH_AGENTS = [a for a in AGENTS if a[2] == 20 and a[1] in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu")]
+BATCH_TASK, BATCH_FRAMES = "rtrl-Recall20-v0", 4_000_000
+FOLLOW_UPS = {  # part: agents, tasks, frames a run per task, what column A is, the part column B is from
+    "updates": (UPDATES_AGENTS, UPDATES_TASKS, {e: TASKS[e][0] for e in UPDATES_TASKS},
+                "256·5/M streams: equal updates", "main"),
+    "long": (LONG_AGENTS, [LONG_TASK], {LONG_TASK: LONG_FRAMES}, "5 M frames, one decay of the lr", "main"),
+    "batch": (BATCH_AGENTS, [BATCH_TASK], {BATCH_TASK: BATCH_FRAMES},
+              "256 streams, 4 M frames: ~782 updates of ~5,120 frames", "updates"),
+}
 FOLLOW_UP_PAIRS = {  # the comparisons a claim rests on, within a follow-up part
     "updates": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20)),
                 (("rtrl-lru", 20), ("gru", 100)), (("rtrl-rtu", 20), ("gru", 100)), (("rtrl-lru", 20), ("gru", 20))],
     "long": [(("rtrl-rtu", 5), ("tbptt-rtu", 5)), (("rtrl-rtu", 5), ("gru", 20))],
+    "batch": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20))],
 }
 LRS = (1e-3, 3e-3, 1e-2)
 SWEEP_TASK = "rtrl-Recall20-v0"
@@ -124,7 +140,7 @@ def chosen_lrs(out: Path) -> dict[tuple[str, int], float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("sweep", "main", "updates", "long", "ppo"), default="main")
+    ap.add_argument("--part", choices=("sweep", "main", *FOLLOW_UPS, "ppo"), default="main")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every frame budget")
@@ -146,7 +162,7 @@ def main() -> None:
     if args.part == "ppo":
         ppo_part(args)
         return
-    if args.part in ("updates", "long"):
+    if args.part in FOLLOW_UPS:
         follow_up(args, lrs)
         return
     if not args.report_only:
@@ -214,22 +230,24 @@ def ppo_part(args) -> None:
 
 
 def follow_up(args, lrs) -> None:
-    """The ``updates`` and ``long`` parts: run (seed-major), then a table against the main part."""
-    agents, tasks = (UPDATES_AGENTS, UPDATES_TASKS) if args.part == "updates" else (LONG_AGENTS, [LONG_TASK])
-    frames = {env: int((LONG_FRAMES if args.part == "long" else TASKS[env][0]) * args.scale) for env in tasks}
+    """A follow-up part (FOLLOW_UPS): run (seed-major), then a table against its reference part."""
+    agents, tasks, budget, what, ref = FOLLOW_UPS[args.part]
+    frames = {env: int(budget[env] * args.scale) for env in tasks}
     if not args.report_only:
         for seed in args.seeds:
             for env in tasks:
                 for _, core, m in agents:
                     job(args.out, args.part, env, core, m, lrs[(core, m)], seed, frames[env])
-    what = ("streams 256·5/M (equal updates)" if args.part == "updates" else "5 M frames, one decay of the lr")
-    main_frames = {e: [r["frames"] for _, core, m in agents for r, _ in results(args, lrs, e, core, m)] for e in tasks}
+    ref_frames = {e: [r["frames"] for _, core, m in agents for r, _ in results(args, lrs, e, core, m, ref)]
+                  for e in tasks}
     budgets = ", ".join(dict.fromkeys(  # one entry per distinct budget
         f"{frames_label(f)} frames" + (f": run at {TASKS[e][0] / 1e6:g} M, then extended, two decays of the lr"
-                                       if max(f) > 1.1 * TASKS[e][0] else "") for e, f in main_frames.items() if f))
+                                       if ref == "main" and max(f) > 1.1 * TASKS[e][0] else "")
+        for e, f in ref_frames.items() if f))
+    ref_what = "the main table (256 streams" if ref == "main" else f"the `{ref}` part ({FOLLOW_UPS[ref][3]}"
     lines = [f"Made by `python experiments/promise/run.py --part {args.part}`. Cells as in promise_table.md: "
              "greedy return, mean ± 95 % CI over seeds (seeds solved; median frames to 90 % of the optimum). "
-             f"Column A: {what}; column B: the same agent in the main table (256 streams; {budgets}).", "",
+             f"Column A: {what}; column B: the same agent in {ref_what}; {budgets}).", "",
              "| task | agent | lr | streams | A | B | permutation p (A vs B) | Fisher p (A > B) |",
              "|---|---|---|---|---|---|---|---|"]
     greedy: dict[tuple, list[float]] = {}
@@ -238,7 +256,7 @@ def follow_up(args, lrs) -> None:
         opt = TASKS[env][1]
         for label, core, m in agents:
             cells, g, k = [], [], []
-            for part in (args.part, "main"):
+            for part in (args.part, ref):
                 rs = results(args, lrs, env, core, m, part)
                 g.append([r["eval"]["greedy"]["mean"] for r, _ in rs])
                 k.append(sum(x >= 0.9 * opt for x in g[-1]))
