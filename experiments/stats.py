@@ -114,6 +114,19 @@ def run_train(run_dir: Path, args: list[str], frames: int) -> Optional[dict]:
     return json.loads(done.read_text())
 
 
+def budgets(run_dir: Path) -> list[int]:
+    """The distinct ``--total-frames`` a run was started with, in order (meta.json's starts): more
+    than one where :func:`run_train` extended a finished run to a larger budget."""
+    out: list[int] = []
+    for start in json.loads((run_dir / "meta.json").read_text())["starts"]:
+        argv = start["argv"]
+        if "--total-frames" in argv:
+            frames = int(argv[argv.index("--total-frames") + 1])
+            if frames not in out:
+                out.append(frames)
+    return out
+
+
 def run_copy(run_dir: Path, args: list[str]) -> dict:
     """Run (or resume) one ``rtrl copy`` job in ``run_dir``; reuse it when finished."""
     result = run_dir / "result.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-from stats import ci95, compare, copy_summary, fisher_p, fmt_ci, frames_to, permutation_p  # noqa: E402
+from stats import budgets, ci95, compare, copy_summary, fisher_p, fmt_ci, frames_to, permutation_p  # noqa: E402
 
 
 def test_ci95_is_the_student_t_interval():
@@ -52,3 +53,15 @@ def test_frames_to_ignores_a_mean_of_the_first_few_episodes(tmp_path):
                                           "300,0.95,400\n")
     assert frames_to(tmp_path, 0.9) == 300
     assert frames_to(tmp_path, 0.99) is None
+
+
+def test_budgets_lists_each_extension_once(tmp_path):
+    def start(frames: int) -> dict:
+        return {"time": "t", "argv": ["cli.py", "train", "--total-frames", str(frames), "--resume"]}
+
+    # a first run, a resume after a crash at the same budget, then an extension
+    starts = [start(2_000_000), start(2_000_000), start(5_000_000)]
+    (tmp_path / "meta.json").write_text(json.dumps({"starts": starts}))
+    assert budgets(tmp_path) == [2_000_000, 5_000_000]
+    (tmp_path / "meta.json").write_text(json.dumps({"starts": starts[:2]}))
+    assert budgets(tmp_path) == [2_000_000]

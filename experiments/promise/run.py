@@ -24,7 +24,7 @@ reached 90 % of the optimum (median over the seeds that did). The comparisons a 
 an exact permutation test of the mean greedy return and a one-sided Fisher test of seeds solved.
 Finished runs are reused; a larger --scale extends them. Writes docs/promise_table.md, docs/promise.png.
 
-Two follow-up parts:
+Follow-up parts:
 
     python experiments/promise/run.py --part updates      # the long-M agents at equal updates (fewer streams)
     python experiments/promise/run.py --part long         # RepeatFirstEasy at 5 M frames, three agents
@@ -55,7 +55,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import compare, curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
+from stats import budgets, compare, curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
 
 TASKS = {  # env: (frames, optimum of the return)
     "rtrl-Recall20-v0": (1_000_000, 1.0),
@@ -238,16 +238,15 @@ def follow_up(args, lrs) -> None:
             for env in tasks:
                 for _, core, m in agents:
                     job(args.out, args.part, env, core, m, lrs[(core, m)], seed, frames[env])
-    ref_frames = {e: [r["frames"] for _, core, m in agents for r, _ in results(args, lrs, e, core, m, ref)]
-                  for e in tasks}
-    budgets = ", ".join(dict.fromkeys(  # one entry per distinct budget
-        f"{frames_label(f)} frames" + (f": run at {TASKS[e][0] / 1e6:g} M, then extended, two decays of the lr"
-                                       if ref == "main" and max(f) > 1.1 * TASKS[e][0] else "")
-        for e, f in ref_frames.items() if f))
+    ref_runs = {e: [x for _, core, m in agents for x in results(args, lrs, e, core, m, ref)] for e in tasks}
+    ref_budgets = ", ".join(dict.fromkeys(  # one entry per distinct budget
+        f"{frames_label([r['frames'] for r, _ in rs])} frames"
+        + (f": run at {f / 1e6:g} M, then extended, two decays of the lr" if (f := extended_from(rs)) else "")
+        for rs in ref_runs.values() if rs))
     ref_what = "the main table (256 streams" if ref == "main" else f"the `{ref}` part ({FOLLOW_UPS[ref][3]}"
     lines = [f"Made by `python experiments/promise/run.py --part {args.part}`. Cells as in promise_table.md: "
              "greedy return, mean ± 95 % CI over seeds (seeds solved; median frames to 90 % of the optimum). "
-             f"Column A: {what}; column B: the same agent in {ref_what}; {budgets}).", "",
+             f"Column A: {what}; column B: the same agent in {ref_what}; {ref_budgets}).", "",
              "| task | agent | lr | streams | A | B | permutation p (A vs B) | Fisher p (A > B) |",
              "|---|---|---|---|---|---|---|---|"]
     greedy: dict[tuple, list[float]] = {}
@@ -298,9 +297,15 @@ def frames_label(frames: list[int]) -> str:
     return f"{hi:.2g} M" if hi < 1.1 * lo else f"{lo:.2g}–{hi:.2g} M"
 
 
+def extended_from(runs: list[tuple[dict, Path]]) -> int | None:
+    """The first budget of these runs where any was extended to a larger one by a resume, else None."""
+    firsts = [b[0] for _, d in runs if len(b := budgets(d)) > 1]
+    return min(firsts) if firsts else None
+
+
 def write_table(args, lrs) -> None:
-    frames = {env: [r["frames"] for _, core, m in AGENTS for r, _ in results(args, lrs, env, core, m)]
-              for env in args.tasks}
+    runs = {env: [x for _, core, m in AGENTS for x in results(args, lrs, env, core, m)] for env in args.tasks}
+    frames = {env: [r["frames"] for r, _ in rs] for env, rs in runs.items()}
     heads = [f"{env} ({frames_label(frames[env])})" if frames[env] else env for env in args.tasks]
     lines = ["| agent | lr | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(args.tasks)]
     greedy: dict[tuple, list[float]] = {}
@@ -332,13 +337,13 @@ def write_table(args, lrs) -> None:
     head = (f"Made by `{cmd}` (then `--report-only`). Cells: greedy return on 100 held-out episodes at the end, "
             "mean ± 95 % CI over seeds (seeds solved: greedy >= 90 % of the optimum; median frames until the "
             "training return first reached 90 % of the optimum). Frames a run in each column's head.\n\n")
-    extended = {env: max(f) / TASKS[env][0] for env, f in frames.items() if f and max(f) > 1.1 * TASKS[env][0]}
-    if extended:
-        scale = max(extended.values())
-        head += (f"The {', '.join(extended)} runs were made at the default budget, then extended by `{cmd} "
-                 f"--scale {scale:.2g} --tasks {' '.join(extended)}` (a resumed run continues from its checkpoint; "
-                 f"its linear learning-rate decay restarts at {1 - 1 / scale:.1f} × lr, so these runs had two "
-                 "decay cycles, not one).\n\n")
+    first = {env: f for env, rs in runs.items() if (f := extended_from(rs))}
+    for env, f in first.items():
+        scale = max(frames[env]) / TASKS[env][0]
+        head += (f"The {env} runs were made at {f / 1e6:g} M frames, then extended by `python experiments/promise/run.py "
+                 f"--scale {scale:.2g} --tasks {env}` (a resumed run continues from its checkpoint; its linear "
+                 f"learning-rate decay restarts at {1 - f / max(frames[env]):.1f} × lr, so these runs had two decay "
+                 "cycles, not one).\n\n")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "promise_table.md").write_text(head + "\n".join(lines + tests) + "\n")
     print("\n".join(lines + tests))
