@@ -40,7 +40,8 @@ Follow-up parts:
 * ``batch``: separates the two things ``updates`` changed at once. The M = 20 LRU and RTU (exact
   RTRL and TBPTT) on Recall20 with 256 streams and 4 M frames: ~782 updates, as in ``updates``,
   but of ~5,120 frames each (4x the streams), so against ``updates`` only the batch differs and
-  against the main table only the number of updates.
+  against the main table only the number of updates. The LRU pair also runs at a lower rate
+  (BATCH_LOW_LRS), about the main table's sum of steps spread over 4x the updates.
 * ``ppo``: the recommended command of docs/results.md (PPO, exact-RTRL RTU) on Recall20 and
   Recall50, against the same command with TBPTT. Writes docs/promise_{updates,long,batch,ppo}_table.md.
 """
@@ -79,19 +80,23 @@ LONG_TASK, LONG_FRAMES = "popgym-RepeatFirstEasy-v0", 5_000_000
 # the M = 20 element-wise cells whose exact-vs-TBPTT gap on Recall20 changed with ``updates``
 BATCH_AGENTS = [a for a in AGENTS if a[2] == 20 and a[1] in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu")]
 BATCH_TASK, BATCH_FRAMES = "rtrl-Recall20-v0", 4_000_000
-FOLLOW_UPS = {  # part: agents, tasks, frames a run per task, what column A is, the part column B is from
+# lower rates for the LRU pair's ~782 updates: 1e-3 over 782 sums 4x the steps of 1e-3 over the main table's 195
+BATCH_LOW_LRS = {("rtrl-lru", 20): 3e-4, ("tbptt-lru", 20): 7.5e-4}
+FOLLOW_UPS = {  # part: agents, tasks, frames a run per task, what column A is, the part column B is from,
+    # and extra arms: (core, M) -> a learning rate to run besides the chosen one
     "updates": (UPDATES_AGENTS, UPDATES_TASKS, {e: TASKS[e][0] for e in UPDATES_TASKS},
-                "256·5/M streams: equal updates", "main"),
-    "long": (LONG_AGENTS, [LONG_TASK], {LONG_TASK: LONG_FRAMES}, "5 M frames, one decay of the lr", "main"),
+                "256·5/M streams: equal updates", "main", {}),
+    "long": (LONG_AGENTS, [LONG_TASK], {LONG_TASK: LONG_FRAMES}, "5 M frames, one decay of the lr", "main", {}),
     "batch": (BATCH_AGENTS, [BATCH_TASK], {BATCH_TASK: BATCH_FRAMES},
-              "256 streams, 4 M frames: ~782 updates of ~5,120 frames", "updates"),
+              "256 streams, 4 M frames: ~782 updates of ~5,120 frames", "updates", BATCH_LOW_LRS),
 }
 FOLLOW_UP_PAIRS = {  # the comparisons a claim rests on, within a follow-up part
     "updates": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20)),
                 (("rtrl-lru", 20), ("gru", 100)), (("rtrl-rtu", 20), ("gru", 100)), (("rtrl-lru", 20), ("gru", 20))],
     "long": [(("rtrl-rtu", 5), ("tbptt-rtu", 5)), (("rtrl-rtu", 5), ("gru", 20))],
-    "batch": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20))],
-}
+    "batch": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20)),
+              (("rtrl-lru", 20, 3e-4), ("tbptt-lru", 20, 7.5e-4))],
+}  # an entry (core, M) has the chosen rate, (core, M, lr) an extra arm's
 LRS = (1e-3, 3e-3, 1e-2)
 SWEEP_TASK = "rtrl-Recall20-v0"
 REFERENCE = ("rtrl-elstm", 64)  # the parameter count every recurrent agent matches
@@ -231,13 +236,17 @@ def ppo_part(args) -> None:
 
 def follow_up(args, lrs) -> None:
     """A follow-up part (FOLLOW_UPS): run (seed-major), then a table against its reference part."""
-    agents, tasks, budget, what, ref = FOLLOW_UPS[args.part]
+    agents, tasks, budget, what, ref, extra = FOLLOW_UPS[args.part]
+    # every arm: (label, core, M, lr); the extra arms beside the agents at their chosen rate
+    arms = [(label, core, m, lrs[(core, m)]) for label, core, m in agents]
+    arms += [(label, core, m, extra[(core, m)]) for label, core, m in agents
+             if (core, m) in extra]
     frames = {env: int(budget[env] * args.scale) for env in tasks}
     if not args.report_only:
         for seed in args.seeds:
             for env in tasks:
-                for _, core, m in agents:
-                    job(args.out, args.part, env, core, m, lrs[(core, m)], seed, frames[env])
+                for _, core, m, lr in arms:
+                    job(args.out, args.part, env, core, m, lr, seed, frames[env])
     ref_runs = {e: [x for _, core, m in agents for x in results(args, lrs, e, core, m, ref)] for e in tasks}
     ref_budgets = ", ".join(dict.fromkeys(  # one entry per distinct budget
         f"{frames_label([r['frames'] for r, _ in rs])} frames"
@@ -246,17 +255,17 @@ def follow_up(args, lrs) -> None:
     ref_what = "the main table (256 streams" if ref == "main" else f"the `{ref}` part ({FOLLOW_UPS[ref][3]}"
     lines = [f"Made by `python experiments/promise/run.py --part {args.part}`. Cells as in promise_table.md: "
              "greedy return, mean ± 95 % CI over seeds (seeds solved; median frames to 90 % of the optimum). "
-             f"Column A: {what}; column B: the same agent in {ref_what}; {ref_budgets}).", "",
+             f"Column A: {what}; column B: the same agent in {ref_what}; {ref_budgets}; at its chosen rate).", "",
              "| task | agent | lr | streams | A | B | permutation p (A vs B) | Fisher p (A > B) |",
              "|---|---|---|---|---|---|---|---|"]
     greedy: dict[tuple, list[float]] = {}
     solved: dict[tuple, int] = {}
     for env in tasks:
         opt = TASKS[env][1]
-        for label, core, m in agents:
+        for label, core, m, lr in arms:
             cells, g, k = [], [], []
-            for part in (args.part, ref):
-                rs = results(args, lrs, env, core, m, part)
+            for part, part_lr in ((args.part, lr), (ref, lrs[(core, m)])):
+                rs = results(args, lrs, env, core, m, part, part_lr)
                 g.append([r["eval"]["greedy"]["mean"] for r, _ in rs])
                 k.append(sum(x >= 0.9 * opt for x in g[-1]))
                 reach = [f for f in (frames_to(d, 0.9 * opt) for _, d in rs) if f is not None]
@@ -265,27 +274,30 @@ def follow_up(args, lrs) -> None:
             ok = len(g[0]) >= 2 and len(g[1]) >= 2
             p = f"{permutation_p(*g):.3f}" if ok else "—"
             fp = f"{fisher_p(k[0], len(g[0]), k[1], len(g[1])):.3f}" if ok else "—"
-            lines.append(f"| {env} | {label} | {lrs[(core, m)]:g} | {streams(args.part, m)} | {cells[0]} | {cells[1]} "
+            lines.append(f"| {env} | {label} | {lr:g} | {streams(args.part, m)} | {cells[0]} | {cells[1]} "
                          f"| {p} | {fp} |")
-            greedy[(env, core, m)], solved[(env, core, m)] = g[0], k[0]
+            greedy[(env, core, m, lr)], solved[(env, core, m, lr)] = g[0], k[0]
     lines += ["", f"Within column A ({what}):", "",
               "| task | comparison | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) |",
               "|---|---|---|---|---|---|"]
     for env in tasks:
         for a, b in FOLLOW_UP_PAIRS[args.part]:
-            ga, gb = greedy.get((env, *a), []), greedy.get((env, *b), [])
+            ka_, kb_ = [(env, *x) if len(x) == 3 else (env, *x, lrs[x]) for x in (a, b)]
+            ga, gb = greedy.get(ka_, []), greedy.get(kb_, [])
             if len(ga) >= 2 and len(gb) >= 2:
-                ka, kb = solved[(env, *a)], solved[(env, *b)]
-                lines.append(f"| {env} | {a[0]} M={a[1]} vs {b[0]} M={b[1]} | {compare(ga, gb, ka, kb)} |")
+                name = " vs ".join(f"{x[0]} M={x[1]}" + (f" lr {x[2]:g}" if len(x) == 3 else "") for x in (a, b))
+                lines.append(f"| {env} | {name} | {compare(ga, gb, solved[ka_], solved[kb_])} |")
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"promise_{args.part}_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def results(args, lrs, env: str, core: str, m: int, part: str = "main") -> list[tuple[dict, Path]]:
+def results(args, lrs, env: str, core: str, m: int, part: str = "main", lr: float | None = None
+            ) -> list[tuple[dict, Path]]:
+    """The finished runs (result, run dir) of one agent over ``args.seeds``; ``lr``: not the chosen rate."""
     out = []
     for s in args.seeds:
-        d = run_dir(args.out, part, env, core, m, lrs[(core, m)], s)
+        d = run_dir(args.out, part, env, core, m, lrs[(core, m)] if lr is None else lr, s)
         if (d / "result.json").exists():
             out.append((json.loads((d / "result.json").read_text()), d))
     return out
