@@ -7,6 +7,7 @@
 * ``copy_summary(results)``: the table cells of one copy-task method over its seeds.
 * ``run_train(...)``, ``run_copy(...)``: run or resume one ``rtrl train`` / ``rtrl copy`` job in its own
   folder, reuse it when finished.
+* ``budgets(run_dir)``: the budgets a run was started with (more than one: extended by a resume).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ FOLLOW_UP_PAIRS = {  # the comparisons a claim rests on, within a follow-up part
                 (("rtrl-lru", 20), ("gru", 100)), (("rtrl-rtu", 20), ("gru", 100)), (("rtrl-lru", 20), ("gru", 20))],
     "long": [(("rtrl-rtu", 5), ("tbptt-rtu", 5)), (("rtrl-rtu", 5), ("gru", 20))],
     "batch": [(("rtrl-lru", 20), ("tbptt-lru", 20)), (("rtrl-rtu", 20), ("tbptt-rtu", 20)),
-              (("rtrl-lru", 20, 3e-4), ("tbptt-lru", 20, 7.5e-4))],
+              tuple((core, m, lr) for (core, m), lr in BATCH_LOW_LRS.items())],
 }  # an entry (core, M) has the chosen rate, (core, M, lr) an extra arm's
 LRS = (1e-3, 3e-3, 1e-2)
 SWEEP_TASK = "rtrl-Recall20-v0"
@@ -263,14 +263,8 @@ def follow_up(args, lrs) -> None:
     for env in tasks:
         opt = TASKS[env][1]
         for label, core, m, lr in arms:
-            cells, g, k = [], [], []
-            for part, part_lr in ((args.part, lr), (ref, lrs[(core, m)])):
-                rs = results(args, lrs, env, core, m, part, part_lr)
-                g.append([r["eval"]["greedy"]["mean"] for r, _ in rs])
-                k.append(sum(x >= 0.9 * opt for x in g[-1]))
-                reach = [f for f in (frames_to(d, 0.9 * opt) for _, d in rs) if f is not None]
-                when = f"; 90 % at {statistics.median(reach) / 1e6:.2f} M" if reach else ""
-                cells.append(f"{fmt_ci(g[-1])} ({k[-1]}/{len(g[-1])}{when})" if g[-1] else "—")
+            cells, g, k = zip(*(summary(results(args, lrs, env, core, m, part, part_lr), opt)
+                                for part, part_lr in ((args.part, lr), (ref, lrs[(core, m)]))))
             ok = len(g[0]) >= 2 and len(g[1]) >= 2
             p = f"{permutation_p(*g):.3f}" if ok else "—"
             fp = f"{fisher_p(k[0], len(g[0]), k[1], len(g[1])):.3f}" if ok else "—"
@@ -303,6 +297,16 @@ def results(args, lrs, env: str, core: str, m: int, part: str = "main", lr: floa
     return out
 
 
+def summary(runs: list[tuple[dict, Path]], optimum: float) -> tuple[str, list[float], int]:
+    """One agent's table cell over its runs (greedy mean ± 95 % CI, seeds solved, median frames to 90 %
+    of the optimum), its greedy returns and its seeds solved."""
+    g = [r["eval"]["greedy"]["mean"] for r, _ in runs]
+    k = sum(x >= 0.9 * optimum for x in g)
+    reach = [f for f in (frames_to(d, 0.9 * optimum) for _, d in runs) if f is not None]
+    when = f"; 90 % at {statistics.median(reach) / 1e6:.2f} M" if reach else ""
+    return (f"{fmt_ci(g)} ({k}/{len(g)}{when})" if g else "—"), g, k
+
+
 def frames_label(frames: list[int]) -> str:
     """'5 M', or '2–5 M' where the runs of one column stopped at different budgets."""
     lo, hi = min(frames) / 1e6, max(frames) / 1e6
@@ -325,14 +329,9 @@ def write_table(args, lrs) -> None:
     for label, core, m in AGENTS:
         cells = []
         for env in args.tasks:
-            rs = results(args, lrs, env, core, m)
-            opt = TASKS[env][1]
-            g = [r["eval"]["greedy"]["mean"] for r, _ in rs]
-            k = sum(x >= 0.9 * opt for x in g)
-            reach = [f for f in (frames_to(d, 0.9 * opt) for _, d in rs) if f is not None]
+            cell, g, k = summary(results(args, lrs, env, core, m), TASKS[env][1])
             greedy[(env, core, m)], solved[(env, core, m)] = g, k
-            when = f"; 90 % at {statistics.median(reach) / 1e6:.2f} M" if reach else ""
-            cells.append(f"{fmt_ci(g)} ({k}/{len(g)}{when})" if g else "—")
+            cells.append(cell)
         lines.append(f"| {label} | {lrs[(core, m)]:g} | " + " | ".join(cells) + " |")
     tests = ["", "| task | comparison | mean greedy A vs B | permutation p | seeds solved A vs B | Fisher p (A > B) |",
              "|---|---|---|---|---|---|"]
