@@ -79,7 +79,8 @@ def components(env_name: str, core: str, seconds: float) -> tuple[float, float]:
 def end_to_end(env_name: str, core: str, frames: int, extra: list[str]) -> dict:
     """Run ``rtrl train`` as a user would; wall time from process start to exit."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env_name, "--core", core, "--total-frames",
+        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "ppo" if "ppo" in extra else "small",
+               "--env", env_name, "--core", core, "--total-frames",
                str(frames), "--run-dir", str(Path(tmp) / "run"), "--no-progress", *extra]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True)

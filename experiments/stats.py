@@ -97,12 +97,22 @@ def frames_to(run_dir: Path, threshold: float, window: int = 100) -> Optional[fl
 LAUNCHER: list[str] = []  # a prefix for every job's command (e.g. ``nice``, ``srun``, a lock), set by --launcher
 
 
+def old_preset(args: list[str]) -> list[str]:
+    """``--preset small`` (R2AC) or ``--preset ppo`` for a job whose args name none: the presets the
+    studies were run with, before `rtrl train` chose one from the env (so that their runs resume)."""
+    if "--preset" in args:
+        return []
+    return ["--preset", "ppo" if "ppo" in args[args.index("--algo") + 1:][:1] else "small"] if "--algo" in args \
+        else ["--preset", "small"]
+
+
 def run_train(run_dir: Path, args: list[str], frames: int) -> Optional[dict]:
     """Run (or resume, or extend to ``frames``) one ``rtrl train`` job; None if it failed (printed)."""
     done = run_dir / "result.json"
     if done.exists() and json.loads(done.read_text())["frames"] >= frames:
         return json.loads(done.read_text())
-    cmd = [sys.executable, "-m", "rtrl.cli", "train", *args, "--total-frames", str(frames), "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", *old_preset(args), *args, "--total-frames", str(frames),
+           "--run-dir", str(run_dir),
            "--no-progress"]
     if (run_dir / "config.json").exists():
         cmd.append("--resume")

@@ -19,6 +19,7 @@ import torch
 
 gym = pytest.importorskip("gymnasium")
 
+import rtrl.api  # noqa: E402
 from rtrl.rl import dists  # noqa: E402
 from rtrl.rl.actors import ActorLoop  # noqa: E402
 from rtrl.rl.agent import Agent  # noqa: E402
@@ -78,8 +79,8 @@ def test_bad_names_get_one_clear_error():
         make_env("byo_envs:Nope-v0", 1)
     with pytest.raises(ValueError, match="unknown environment 'CartPol-v1'.*Did you mean 'CartPole-v1'"):
         make_env("CartPol-v1", 1)
-    with pytest.raises(ValueError, match="positions-only observations need a MuJoCo env"):
-        make_env("PositionOnly/CartPole-v1", 1)
+    with pytest.raises(ValueError, match="positions-only observations need a MuJoCo env.*or a classic-control"):
+        make_env("PositionOnly/FrozenLake-v1", 1)
 
 
 class _TextActions(gym.Env):
@@ -234,7 +235,7 @@ def test_truncated_episodes_still_reset_the_state():
 # -- a user's own VectorEnv -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["SAME_STEP", "DISABLED"])
+@pytest.mark.parametrize("mode", ["SAME_STEP", "DISABLED", "NEXT_STEP"])
 def test_a_users_vector_env_steps_like_make_env(mode):
     importlib.import_module("byo_envs")
     venv = gym.vector.SyncVectorEnv([lambda: gym.make("Tick-v0")] * 3,
@@ -253,10 +254,29 @@ def test_a_users_vector_env_steps_like_make_env(mode):
     assert ours.pop_episode_stats() == ref.pop_episode_stats()
 
 
-def test_next_step_autoreset_is_refused_with_the_fix():
-    importlib.import_module("byo_envs")
-    venv = gym.vector.SyncVectorEnv([lambda: gym.make("Tick-v0")] * 2)  # gymnasium's default: NEXT_STEP
-    with pytest.raises(ValueError, match="autoreset_mode.*SAME_STEP"):
+@pytest.mark.parametrize("mode", ["sync", "async", "vector_entry_point"])
+def test_make_vec_in_every_mode_steps_like_make_env(mode):
+    """gym.make_vec's default NEXT_STEP autoreset, in each vectorization mode (the native
+    CartPoleVectorEnv cannot reset one sub-env: its copies are made from its spec)."""
+    venv = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode=mode)
+    ours, ref = rtrl.api.as_vec_env(venv), make_env("CartPole-v1", 3)
+    np.testing.assert_array_equal(ours.reset(5), ref.reset(5))
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # several episodes end (a random CartPole episode lasts ~20 steps)
+        a = rng.integers(2, size=3)
+        for x, y in zip(ours.step(a), ref.step(a)):
+            np.testing.assert_array_equal(x, y)
+    stats = ours.pop_episode_stats()
+    assert len(stats) >= 3 and stats == ref.pop_episode_stats()
+    ours.close()
+
+
+def test_a_native_next_step_vector_env_without_spec_is_refused_with_the_fix():
+    venv = gym.make_vec("CartPole-v1", num_envs=2)
+    venv.spec = None
+    with pytest.raises(ValueError, match="NEXT_STEP.*SAME_STEP"):
+        rtrl.api.as_vec_env(venv)
+    with pytest.raises(ValueError, match="NEXT_STEP"):
         VectorEnvAdapter(venv)
 
 
@@ -340,7 +360,50 @@ def _rtrl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     ("--env", "byo_envs:TickBox-v0", "--algo", "ppo", "--core", "rtrl-lru"),  # the user's module, Box actions
 ])
 def test_rtrl_train_on_a_gymnasium_id_and_a_users_module(tmp_path, args):
-    p = _rtrl("train", *args, "--total-frames", "800", "--num-envs", "8", "--eval-episodes", "4",
+    preset = ("--preset", "ppo" if "ppo" in args else "small")  # R2AC with an actor process, or PPO
+    p = _rtrl("train", *preset, *args, "--total-frames", "800", "--num-envs", "8", "--eval-episodes", "4",
               "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     assert (tmp_path / "run" / "eval.json").is_file()
+
+
+@pytest.mark.parametrize("env_id, positions, velocities", [("CartPole-v1", [0, 2], [1, 3]), ("Pendulum-v1", [0, 1], [2])])
+def test_classic_control_masks_keep_the_positions_or_the_velocities(env_id, positions, velocities):
+    # sb3-contrib's CartPoleNoVel / PendulumNoVel keep the positions; the same seed, the same actions
+    full, pos, vel = (make_env(name, 2) for name in (env_id, f"PositionOnly/{env_id}", f"VelocityOnly/{env_id}"))
+    obs = [e.reset(3) for e in (full, pos, vel)]
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        np.testing.assert_array_equal(obs[1], obs[0][:, positions])
+        np.testing.assert_array_equal(obs[2], obs[0][:, velocities])
+        a = rng.uniform(-1, 1, (2, 1)).astype(np.float32) if full.continuous else rng.integers(2, size=2)
+        obs = [e.step(a)[0] for e in (full, pos, vel)]
+    for e in (full, pos, vel):
+        e.close()
+
+
+def test_rtrl_envs_are_registered_with_gymnasium_on_import():
+    import subprocess
+
+    code = ("import rtrl, gymnasium as gym; e = gym.make('rtrl-Recall-v0'); o, _ = e.reset(seed=4); "
+            "print(e.spec.id, o.tolist(), [e.step(0)[2] for _ in range(5)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(" ", 1)[0] == "rtrl-Recall-v0"
+    assert out.stdout.strip().endswith("[False, False, False, False, True]")  # delay 3: the 5th step ends it
+    import rtrl  # noqa: F401
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make("rtrl-Recall20-v0")
+    check_env(env.unwrapped)
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        assert obs[2] == 1 and obs[:2].sum() == 1  # the cue, visible
+        cue, steps, rewards = int(obs[1]), 0, []
+        while True:
+            obs, r, terminated, truncated, _ = env.step(cue)  # remember the cue, answer it at the query
+            steps, rewards = steps + 1, rewards + [r]
+            assert obs[3] == (steps == 21) and not truncated
+            if terminated:
+                break
+        assert steps == 22 and rewards[-1] == 1 and not any(rewards[:-1])

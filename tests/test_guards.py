@@ -66,7 +66,8 @@ def same(a: list[torch.Tensor], agent) -> bool:
 ])
 def test_bad_hyper_parameters_are_refused(tmp_path, capsys, args, message):
     run = tmp_path / "run"
-    assert main(["train", *args, "--total-frames", "160", "--eval-episodes", "0", "--run-dir", str(run),
+    preset = ["--preset", "ppo" if "ppo" in args else "small"]
+    assert main(["train", *preset, *args, "--total-frames", "160", "--eval-episodes", "0", "--run-dir", str(run),
                  "--no-progress"]) == 2
     assert message in error_line(capsys.readouterr().err, "train")
     assert not run.exists()
@@ -173,7 +174,7 @@ def test_nan_in_the_loss_and_the_gradient_reach_the_ppo_guard():
     assert same(before, agent) and ppo.skipped == 2 and ppo.updates == 1
 
 
-ALGO_ARGS = {"impala": ["--num-envs", "16", "--num-actors", "0"], "ppo": ["--algo", "ppo", "--num-envs", "4", "--unroll", "10", "--ppo-minibatches", "2",
+ALGO_ARGS = {"impala": ["--preset", "small", "--num-envs", "16", "--num-actors", "0"], "ppo": ["--preset", "ppo", "--num-envs", "4", "--unroll", "10", "--ppo-minibatches", "2",
                                    "--ppo-epochs", "1"]}
 
 
@@ -210,7 +211,8 @@ def test_divergence_stops_the_run_with_one_line_saying_what_to_change(tmp_path, 
 
 
 def test_divergence_in_actor_processes_stops_the_learner(tmp_path):
-    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--num-actors", "2", "--num-envs", "4", "--lr", "1e20",
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--num-actors", "2", "--num-envs", "4",
+           "--lr", "1e20",
            "--total-frames", "100000", "--eval-episodes", "0", "--run-dir", str(tmp_path / "run"), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

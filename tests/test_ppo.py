@@ -207,7 +207,8 @@ def test_ppo_rtrl_core_learns_to_remember_where_feedforward_cannot(tmp_path):
 
 def test_cli_ppo_writes_a_run_folder_and_resume_continues(tmp_path, capsys):
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "rtrl.cli", "train", "--algo", "ppo", "--num-envs", "4", "--unroll", "10",
+    base = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "ppo", "--num-envs", "4",
+            "--unroll", "10",
             "--ppo-minibatches", "2", "--log-every", "2", "--checkpoint-every", "4", "--eval-episodes", "2",
             "--run-dir", str(run), "--no-progress"]
     first = subprocess.run([*base, "--total-frames", "200"], capture_output=True, text=True, timeout=120)
@@ -240,7 +241,7 @@ def test_cli_ppo_writes_a_run_folder_and_resume_continues(tmp_path, capsys):
     (["--optimizer", "sgd", "--total-frames", "10"], "unknown optimizer"),
 ])
 def test_bad_ppo_config_errors_are_clear(tmp_path, capsys, args, message):
-    assert main(["train", "--algo", "ppo", *args, "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert main(["train", "--preset", "ppo", *args, "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -52,7 +52,7 @@ def error_line(err: str, command: str) -> str:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor processes through /proc")
 def test_kill_9_of_a_learner_ends_its_actors_and_frees_its_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--num-actors", "2", "--num-envs", "4", "--checkpoint-every", "5", "--log-every", "5",
+    args = ["train", "--preset", "small", "--num-actors", "2", "--num-envs", "4", "--checkpoint-every", "5", "--log-every", "5",
             "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", *args, "--total-frames", "10000000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +100,8 @@ def test_sigterm_inside_an_update_saves_counters_that_match_the_weights(tmp_path
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(optim._Optimizer, "step", step_then_sigterm_at_the_third)
-    assert main(["train", "--algo", algo, *ppo, "--total-frames", "100000", "--checkpoint-every", "1000",
+    preset = ["--preset", "ppo" if algo == "ppo" else "small"]
+    assert main(["train", *preset, *ppo, "--total-frames", "100000", "--checkpoint-every", "1000",
                  "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]) == 130
     ckpt = load_checkpoint(run / "checkpoints/latest.pt", "ppo" if algo == "ppo" else "r2ac")
     trainer = ckpt["ppo" if algo == "ppo" else "learner"]

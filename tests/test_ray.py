@@ -71,7 +71,8 @@ def test_kill_9_of_a_learner_ends_its_ray_actors(local_ray, tmp_path):
 
     address = ray.get_runtime_context().gcs_address  # ray.init set RAY_AUTH_MODE for its children too
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", "train", "--backend", "ray", "--ray-address", address,
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--backend", "ray",
+                             "--ray-address", address,
                              "--num-actors", "2", "--num-envs", "4", "--total-frames", "10000000", "--log-every", "5",
                              "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

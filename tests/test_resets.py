@@ -101,11 +101,20 @@ def test_ppo_collector_and_update_forget_the_previous_episode(core):
         calls.clear()
         torch.manual_seed(0)  # the same shuffle of envs into minibatches
         PPO(agent, cfg).update(seg)
-        return (collected, calls[0][FIRST_OF_SECOND]), seg.reward[FIRST_OF_SECOND]
+        updated = calls[0][FIRST_OF_SECOND] if core != "none" else _steps_of(calls[0][0], FIRST_OF_SECOND)
+        return (collected, updated), seg.reward[FIRST_OF_SECOND]
 
     (col_a, upd_a), (col_b, upd_b) = _two_histories(run)
     assert torch.equal(col_a, col_b)
     assert torch.equal(upd_a, upd_b)
+
+
+def _steps_of(shuffled: torch.Tensor, t: int) -> torch.Tensor:
+    """A feedforward agent's update reads single transitions ``(T·B, ...)``, shuffled by the first
+    ``randperm`` after ``torch.manual_seed(0)``: the rows of step ``t`` (transition ``t·B + b``)."""
+    torch.manual_seed(0)
+    perm = torch.randperm(shuffled.shape[0])
+    return shuffled[perm // B == t]
 
 
 @pytest.mark.parametrize("core", ["rtrl-elstm", "rtrl-lru", "lstm", "none"])

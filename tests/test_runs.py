@@ -21,7 +21,7 @@ from rtrl.cli import main
 from rtrl.runs import Run, RunError, load_checkpoint
 
 # R2AC on Recall, 160 frames an update; a log row and a checkpoint after every update
-ARGS = ["--num-envs", "16", "--num-actors", "0", "--total-frames", "320", "--eval-episodes", "0", "--log-every", "1", "--checkpoint-every", "1",
+ARGS = ["--preset", "small", "--num-envs", "16", "--num-actors", "0", "--total-frames", "320", "--eval-episodes", "0", "--log-every", "1", "--checkpoint-every", "1",
         "--no-progress"]
 
 

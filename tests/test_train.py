@@ -18,7 +18,7 @@ DEFAULTS = dict(env="rtrl-Recall-v0", total_frames=200_000, eval_episodes=50, ch
 # The small synchronous setting the other tests count in: 16 streams x 10 steps = 160 frames an update.
 SMALL = dict(env="rtrl-Recall-v0", num_envs=16, num_actors=0, total_frames=30_000, eval_episodes=50, log_every=10,
              checkpoint_every=50)
-SYNC_CLI = ["--num-envs", "16", "--num-actors", "0"]
+SYNC_CLI = ["--preset", "small", "--num-envs", "16", "--num-actors", "0"]  # R2AC as the README ran it
 
 
 def test_rtrl_core_learns_to_remember_where_feedforward_cannot(tmp_path):
@@ -151,7 +151,8 @@ def test_a_killed_actor_is_restarted_and_training_goes_on(tmp_path):
     import time
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--num-actors", "2", "--batch-rollouts", "1",
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--num-actors", "2",
+           "--batch-rollouts", "1",
            "--num-envs", "4", "--total-frames", "12000", "--eval-episodes", "0", "--log-every", "5",
            "--run-dir", str(run), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -200,3 +201,31 @@ def test_learner_sigkill_then_resume_loses_at_most_one_interval(tmp_path, delay)
 
 def header_index(run, column: str) -> int:
     return (run / "metrics.csv").read_text().splitlines()[0].split(",").index(column)
+
+
+@pytest.mark.parametrize("env, algo, preset", [
+    ("CartPole-v1", "ppo", "ppo-vector"), ("PositionOnly/CartPole-v1", "ppo", "ppo-vector"),
+    ("Pendulum-v1", "ppo", "ppo-box"), ("rtrl-Recall-v0", "ppo", "ppo-memory"),
+    ("popgym-RepeatPreviousEasy-v0", "impala", "r2ac-memory"), ("ALE/Breakout-v5", "ppo", "ppo-pixels"),
+    ("CartPole-v1", "impala", "r2ac-vector"),
+])
+def test_the_preset_is_chosen_from_the_envs_family(env, algo, preset):
+    from rtrl.rl.config import preset_for
+
+    assert preset_for(env, algo) == preset
+
+
+def test_a_plain_command_says_its_preset_and_a_run_without_episodes_says_what_to_change(tmp_path, capsys):
+    # Acrobot's episodes last up to 500 steps: 4 envs x 10 steps end none of them
+    run = tmp_path / "run"
+    assert main(["train", "--env", "Acrobot-v1", "--core", "none", "--num-envs", "4", "--unroll", "10",
+                 "--ppo-minibatches", "4", "--total-frames", "40", "--eval-episodes", "0", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "preset ppo-vector (discrete actions, vector observations" in err
+    assert "no training episode finished in 40 frames (4 envs, 10 steps each)" in err and "--total-frames" in err
+    assert f"learning curve: {run / 'curve.png'}" in err
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["algo"] == "ppo" and cfg["obs_norm"] and cfg["critic"] == "separate" and cfg["num_envs"] == 4
+    assert main(["plot", str(run)]) == 0  # into the run folder by default
+    assert json.loads(capsys.readouterr().out)["plot"] == str(run / "curve.png")

@@ -38,7 +38,7 @@ AGENTS = [  # label, core
     ("GRU, truncated BPTT (M=32)", "gru"),
     ("feedforward", "none"),
 ]
-PPO = ["--algo", "ppo", "--num-envs", "64", "--unroll", "32", "--ppo-minibatches", "4", "--ppo-epochs", "4",
+PPO = ["--preset", "ppo", "--algo", "ppo", "--num-envs", "64", "--unroll", "32", "--ppo-minibatches", "4", "--ppo-epochs", "4",
        "--optimizer", "adam", "--lr", "1e-3", "--lr-decay", "--grad-clip", "0.5", "--clip-coef", "0.2", "--clip-value",
        "--gae-lambda", "0.95", "--discount", "0.99", "--value-weight", "0.5", "--entropy-weight", "0",
        "--reward-clip", "1", "--hidden-size", "64", "--encoder-width", "64", "--stem", "mlp"]  # every setting pinned

@@ -39,7 +39,8 @@ def run_one(out: Path, env: str, core: str, m: int, seed: int, frames: int) -> d
     m = m or episode_length(env)
     run_dir = out / f"{env}-{core}-M{m}-s{seed}"
     if not (run_dir / "result.json").exists():
-        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--unroll", str(m),
+        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--env", env, "--core", core,
+               "--unroll", str(m),
                "--seed", str(seed), "--total-frames", str(frames), "--run-dir", str(run_dir), "--no-progress"]
         if run_dir.exists():
             cmd.append("--resume")

@@ -38,7 +38,8 @@ def run_one(out: Path, env: str, core: str, seed: int, frames: int, eval_episode
     d = run_dir(out, env, core, seed)
     done = d / "result.json"
     if not done.exists() or json.loads(done.read_text())["frames"] < frames:  # a larger budget continues it
-        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
+        cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--env", env, "--core", core,
+               "--seed", str(seed),
                "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *COMMON,
                "--eval-episodes", str(eval_episodes)]
         if (d / "checkpoints" / "latest.pt").exists():

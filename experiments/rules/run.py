@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stats import old_preset  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stats import agent_parameters, hidden_for  # noqa: E402  (experiments/stats.py, shared by the studies)
 
 COPY_LEVEL, COPY_SEQUENCES = 4, 10_000
@@ -98,8 +101,9 @@ def copy_job(out: Path, method: str, cell: str, k: int, seed: int, params: int) 
 
 def train_job(out: Path, part: str, env: str, core: str, seed: int, frames: int, extra: list[str]) -> dict:
     d = train_dir(out, part, env, core, seed, extra)
-    return run([sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, "--seed", str(seed),
-                "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *extra], d, "result.json")
+    return run([sys.executable, "-m", "rtrl.cli", "train", *old_preset(extra), "--env", env, "--core", core,
+                "--seed", str(seed), "--total-frames", str(frames), "--run-dir", str(d), "--no-progress", *extra],
+               d, "result.json")
 
 
 def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2, seeds: int = 3) -> str:

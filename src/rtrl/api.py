@@ -12,8 +12,8 @@
     export("runs/pendulum", "onnx")                        # runs/pendulum/policy.onnx, state explicit
 
 ``env`` may be a name (any Gymnasium id, ``module:EnvId``, one of rtrl's families), a
-``gymnasium.vector.VectorEnv`` (its sub-envs must auto-reset in the same step, or not at all: see
-:class:`rtrl.rl.envs.generic.VectorEnvAdapter`), a :class:`rtrl.rl.envs.VecEnv`, or a factory
+``gymnasium.vector.VectorEnv`` (any vectorization and autoreset mode: see
+:func:`rtrl.rl.envs.generic.from_vector_env`), a :class:`rtrl.rl.envs.VecEnv`, or a factory
 (a callable returning a new ``gymnasium.Env``; ``cfg.num_envs`` copies are made). An env object lives
 in this process only, so R2AC then runs its actor in-process (``num_actors = 0``) and the run folder
 records the env as ``object:<name>``: evaluate such a run by passing the env again.
@@ -46,9 +46,9 @@ def as_vec_env(env: Any, num_envs: int = 1, name: str = "") -> VecEnv:
     except ImportError:
         gym = None
     if gym is not None and isinstance(env, gym.vector.VectorEnv):
-        from rtrl.rl.envs.generic import VectorEnvAdapter
+        from rtrl.rl.envs.generic import from_vector_env
 
-        return VectorEnvAdapter(env, name)
+        return from_vector_env(env, name)
     if gym is not None and isinstance(env, gym.Env):
         raise ValueError("pass a factory (a function or class that returns a new env) or a gymnasium VectorEnv, not "
                          "one gymnasium.Env: rtrl steps many copies of it")

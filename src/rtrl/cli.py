@@ -73,13 +73,14 @@ def _add_train(sub) -> None:
                        description="Train an agent with R2AC (--algo impala, the default) or PPO (--algo ppo). "
                        "Environments: " + ", ".join(ENV_NAMES))
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="named preset (default: 'small', or 'ppo' with --algo ppo)")
-    p.add_argument("--algo", choices=ALGOS, default=None, help="impala (R2AC, default) or ppo")
-    p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: rtrl-elstm)")
+                   help="named preset (default: chosen from the env: ppo-vector, ppo-box, ppo-memory or ppo-pixels, "
+                   "r2ac-* with --algo impala; 'paper' is the paper's R2AC)")
+    p.add_argument("--algo", choices=ALGOS, default=None, help="ppo (the default) or impala (R2AC)")
+    p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: the preset's, rtrl-rtu)")
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("core", "algo"):
             continue
-        flag, hint = "--" + f.name.replace("_", "-"), f"default: the preset's ({f.default} in 'small')"
+        flag, hint = "--" + f.name.replace("_", "-"), "default: the preset's"
         if isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=hint)
         else:
@@ -112,10 +113,27 @@ def _add_train(sub) -> None:
 
     q = sub.add_parser("plot", help="learning curves of several runs in one PNG")
     q.add_argument("run_dirs", nargs="+")
-    q.add_argument("--out", default="curves.png")
+    q.add_argument("--out", help="the PNG to write (default: curve.png in the run folder for one run and "
+                   "mean_return, curve-<metric>.png for another metric; for several runs, curves.png in the "
+                   "folder that holds them)")
     q.add_argument("--metric", default="mean_return", help="a column of the runs' metrics.csv (default: mean_return)")
-    q.set_defaults(func=lambda a: _print({"plot": str(__import__("rtrl.rl.plot", fromlist=["x"]).plot_runs(
-        a.run_dirs, a.out, a.metric))}))
+    q.set_defaults(func=_run_plot)
+
+
+def _run_plot(args) -> int:
+    import os
+    from pathlib import Path
+
+    from rtrl.rl.plot import plot_runs
+
+    out = args.out
+    if out is None:
+        if len(args.run_dirs) == 1:
+            name = "curve.png" if args.metric == "mean_return" else f"curve-{args.metric}.png"
+            out = Path(args.run_dirs[0]) / name
+        else:
+            out = Path(os.path.commonpath([os.path.abspath(d) for d in args.run_dirs])) / "curves.png"
+    return _print({"plot": str(plot_runs(args.run_dirs, out, args.metric))})
 
 
 def _print(obj) -> int:
@@ -124,9 +142,13 @@ def _print(obj) -> int:
 
 
 def _run_train(args) -> int:
-    from rtrl.rl.train import PRESETS, train
+    from rtrl.rl.train import PRESETS, TrainConfig, train
+    from rtrl.rl.config import describe_preset, preset_for
 
-    preset = args.preset or ("ppo" if args.algo == "ppo" else "small")
+    preset = args.preset
+    if preset is None:  # chosen from the env's family, said in one line
+        preset = preset_for(args.env or TrainConfig.env, args.algo or "ppo")
+        print(f"rtrl: {describe_preset(preset)}; --preset or any option changes it", file=sys.stderr)
     cfg = _config(PRESETS[preset], args)
     algo = "ppo-" if cfg.algo == "ppo" else ""
     run_dir = args.run_dir or f"runs/{cfg.env}-{algo}{cfg.core}-M{cfg.unroll}-s{cfg.seed}"

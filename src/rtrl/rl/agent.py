@@ -32,6 +32,7 @@ are batch first, so the learner can keep one slot per stream for any of them.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 
 from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.rl import dists
+from rtrl.rl.normalize import ObsNormalizer
 from rtrl.state import RecurrentState
 from rtrl.nn import ELSTM, LRU, RTU, DiagonalLinearRNN, TwoLayer
 
@@ -166,31 +168,110 @@ class _Residual(nn.Module):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
-class MLPStem(nn.Module):
-    """Two ReLU layers for flat vector observations."""
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
-    def __init__(self, obs_dim: int, width: int) -> None:
+
+class MLPStem(nn.Module):
+    """Two layers (ReLU, or tanh as cleanrl's PPO) for flat vector observations."""
+
+    def __init__(self, obs_dim: int, width: int, activation: str = "relu") -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(obs_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        act = ACTIVATIONS[activation]
+        self.net = nn.Sequential(nn.Linear(obs_dim, width), act(), nn.Linear(width, width), act())
         self.out_features = width
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.net(obs.to(self.net[0].weight.dtype))
 
 
+def _make_core(core: str, d: int, hidden_size: int, forget_bias: float) -> nn.Module:
+    """The recurrent core named ``core`` (see ``CORES``) for inputs of width ``d``."""
+    if core == "rtrl-elstm":
+        return ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
+    if core in ("tbptt-elstm", "bptt-elstm"):
+        return ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
+    if core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "rtrl-diag", "tbptt-diag"):
+        rule, cell = core.split("-")
+        layer = {"lru": LRU, "rtu": RTU, "diag": DiagonalLinearRNN}[cell]
+        return layer(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
+    if core in ("rtrl2-lru", "tbptt2-lru", "bptt2-lru"):
+        return TwoLayer("lru", d, hidden_size, learning="rtrl" if core.startswith("rtrl2") else "bptt")
+    if core == "lstm":
+        return ResettableLSTM(d, hidden_size)
+    if core == "gru":
+        return ResettableGRU(d, hidden_size)
+    if core == "snap1-lstm":
+        return SnAp1LSTM(d, hidden_size)
+    if core == "uoro-lstm":
+        return UOROLSTM(d, hidden_size)
+    return Feedforward(d)
+
+
+class Paired(nn.Module):
+    """Two cores of one kind side by side: the actor's and the critic's (``critic="separate"``).
+
+    Input, state and output are the last-dim concatenations ``[actor; critic]`` of theirs (both
+    halves of equal width), so a learner keeps one slot per stream as for one core, and exact RTRL
+    runs in each half unchanged: ``c = [c_a; c_c]``, each sensitivity tensor ``[S_a; S_c]``."""
+
+    def __init__(self, make) -> None:
+        super().__init__()
+        self.actor, self.critic = make(), make()
+        self.learning = self.actor.learning
+        self.hidden_size = 2 * self.actor.hidden_size
+
+    def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
+        return _cat_states(self.actor.initial_state(batch_size, sensitivities, device, dtype),
+                           self.critic.initial_state(batch_size, sensitivities, device, dtype))
+
+    def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
+        x_a, x_c = x.chunk(2, -1)
+        s_a, s_c = _split_state(state)
+        y_a, s_a = self.actor(x_a, s_a, reset)
+        y_c, s_c = self.critic(x_c, s_c, reset)
+        return torch.cat((y_a, y_c), -1), _cat_states(s_a, s_c)
+
+
+def _cat_states(a: RecurrentState, b: RecurrentState) -> RecurrentState:
+    sens = None if a.sensitivities is None else type(a.sensitivities)(
+        *(torch.cat(pair, -1) for pair in zip(a.sensitivities, b.sensitivities)))
+    return RecurrentState(torch.cat((a.c, b.c), -1), sens)
+
+
+def _split_state(s: RecurrentState) -> tuple[RecurrentState, RecurrentState]:
+    c_a, c_c = s.c.chunk(2, -1)
+    if s.sensitivities is None:
+        return RecurrentState(c_a), RecurrentState(c_c)
+    halves = [t.chunk(2, -1) for t in s.sensitivities]
+    kind = type(s.sensitivities)
+    return (RecurrentState(c_a, kind(*(h[0] for h in halves))), RecurrentState(c_c, kind(*(h[1] for h in halves))))
+
+
+CRITICS = ("shared", "separate")
+INITS = ("default", "orthogonal")
+
+
 class Agent(nn.Module):
-    """Encoder, core and heads. ``obs_shape`` of 3 dims is read as pixels ``(C, H, W)``.
+    """Observation normaliser, encoder, core and heads. ``obs_shape`` of 3 dims is read as pixels ``(C, H, W)``.
 
     ``stem``: ``"auto"`` picks IMPALA's ResNet for pixels and an MLP for vectors; ``"nature"`` is
-    the DQN CNN for pixels (cheaper on a CPU).
+    the DQN CNN for pixels (cheaper on a CPU). ``activation``: the MLP stem's (``"relu"`` or ``"tanh"``).
 
     ``forget_bias`` is added to the eLSTM forget gate's bias at init (0 in the paper): a positive
     value makes the untrained state keep information longer.
+
+    ``obs_norm``: vector observations are normalised by running statistics (:mod:`rtrl.rl.normalize`)
+    held in ``obs_rms``; the learner updates them (:meth:`update_obs_stats`), every copy of the agent
+    receives them with the weights. ``critic="separate"``: the value head reads its own stem and
+    core (:class:`Paired`), as cleanrl's and sb3-contrib's PPO do; ``"shared"``: one trunk for both.
+    ``init="orthogonal"``: the stems' and heads' linear layers orthogonal with gains √2 (hidden),
+    0.01 (policy) and 1 (value), biases 0 (cleanrl's ``layer_init``); the core keeps its own init.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-elstm",
                  hidden_size: int = 128, encoder_width: int = 64, forget_bias: float = 0.0,
-                 stem: str = "auto", continuous: bool = False) -> None:
+                 stem: str = "auto", continuous: bool = False, obs_norm: bool = False, critic: str = "shared",
+                 activation: str = "relu", init: str = "default") -> None:
         super().__init__()
         if core not in CORES:
             raise ValueError(f"unknown core {core!r}; choose one of {CORES}")
@@ -199,6 +280,10 @@ class Agent(nn.Module):
         self.obs_shape, self.num_actions, self.core_name = tuple(obs_shape), num_actions, core
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
+        for name, value, allowed in (("critic", critic, CRITICS), ("init", init, INITS),
+                                     ("activation", activation, tuple(ACTIVATIONS))):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
         if len(obs_shape) not in (1, 3):
             raise ValueError(f"observations must be flat vectors (D,) or pixels (C, H, W), got shape {obs_shape}")
         pixels = len(obs_shape) == 3
@@ -207,38 +292,42 @@ class Agent(nn.Module):
         if pixels != (stem in ("impala", "nature")):
             raise ValueError(f"stem {stem!r} does not fit observations of shape {obs_shape}: use 'impala' or "
                              "'nature' for pixels (C, H, W) and 'mlp' for vectors (D,)")
-        if stem == "impala":
-            self.stem = ImpalaStem(self.obs_shape)
-        elif stem == "nature":
-            self.stem = NatureStem(self.obs_shape)
-        else:
-            self.stem = MLPStem(obs_shape[0], encoder_width)
+        if obs_norm and pixels:
+            raise ValueError("observation normalisation is for vector observations; pixels are scaled by 1/255 in the "
+                             "stem: leave --obs-norm off")
+        self.separate_critic = critic == "separate"
+        if self.separate_critic and core in ("snap1-lstm", "uoro-lstm"):
+            raise ValueError(f"--critic separate is not supported with the {core} core (its sensitivities are not "
+                             "per unit); use --critic shared")
+        self.obs_rms = ObsNormalizer(self.obs_shape) if obs_norm else None
+
+        def make_stem() -> nn.Module:
+            if stem == "impala":
+                return ImpalaStem(self.obs_shape)
+            if stem == "nature":
+                return NatureStem(self.obs_shape)
+            return MLPStem(obs_shape[0], encoder_width, activation)
+
+        self.stem = make_stem()
+        self.critic_stem = make_stem() if self.separate_critic else None
         d = self.stem.out_features + 1
-        if core == "rtrl-elstm":
-            self.core = ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
-        elif core in ("tbptt-elstm", "bptt-elstm"):
-            self.core = ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
-        elif core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "rtrl-diag", "tbptt-diag"):
-            rule, cell = core.split("-")
-            layer = {"lru": LRU, "rtu": RTU, "diag": DiagonalLinearRNN}[cell]
-            self.core = layer(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
-        elif core in ("rtrl2-lru", "tbptt2-lru", "bptt2-lru"):
-            self.core = TwoLayer("lru", d, hidden_size, learning="rtrl" if core.startswith("rtrl2") else "bptt")
-        elif core == "lstm":
-            self.core = ResettableLSTM(d, hidden_size)
-        elif core == "gru":
-            self.core = ResettableGRU(d, hidden_size)
-        elif core == "snap1-lstm":
-            self.core = SnAp1LSTM(d, hidden_size)
-        elif core == "uoro-lstm":
-            self.core = UOROLSTM(d, hidden_size)
-        else:
-            self.core = Feedforward(d)
-        self.policy = nn.Linear(self.core.hidden_size, num_actions)
-        self.value = nn.Linear(self.core.hidden_size, 1)
+        make_core = lambda: _make_core(core, d, hidden_size, forget_bias)  # noqa: E731
+        self.core = Paired(make_core) if self.separate_critic else make_core()
+        head_in = self.core.actor.hidden_size if self.separate_critic else self.core.hidden_size
+        self.policy = nn.Linear(head_in, num_actions)
+        self.value = nn.Linear(head_in, 1)
         self.continuous = bool(continuous)
         if self.continuous:  # the Gaussian's log-std: learned, state-independent (see rtrl.rl.dists)
             self.log_std = nn.Parameter(torch.zeros(num_actions))
+        if init == "orthogonal":
+            self._orthogonal_init()
+
+    def _orthogonal_init(self) -> None:
+        stems = [self.stem] + ([self.critic_stem] if self.critic_stem is not None else [])
+        layers = [(m, math.sqrt(2)) for s in stems for m in s.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        for m, gain in layers + [(self.policy, 0.01), (self.value, 1.0)]:
+            nn.init.orthogonal_(m.weight, gain)
+            nn.init.zeros_(m.bias)
 
     @property
     def param_size(self) -> int:
@@ -247,7 +336,7 @@ class Agent(nn.Module):
 
     def policy_params(self, y: Tensor) -> Tensor:
         """The core's output ``(..., H)`` -> logits ``(..., A)`` or Gaussian ``[mean; log_std]`` ``(..., 2A)``."""
-        out = self.policy(y)
+        out = self.policy(y[..., : self.policy.in_features] if self.separate_critic else y)
         if self.continuous:
             out = torch.cat((out, self.log_std.expand_as(out)), -1)
         return out
@@ -274,23 +363,46 @@ class Agent(nn.Module):
         sens = learner and self.carries_sensitivities
         return self.core.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
 
+    def value_of(self, y: Tensor) -> Tensor:
+        """The core's output ``(..., H)`` -> the value ``(...)`` (the critic's half of a paired core)."""
+        return self.value(y[..., self.policy.in_features:] if self.separate_critic else y).squeeze(-1)
+
+    def core_input(self, obs: Tensor, prev_reward: Tensor, reset: Tensor) -> Tensor:
+        """What the core reads at one step of ``n`` streams: ``obs (n, *obs_shape)``, ``prev_reward (n,)``,
+        ``reset (n,)`` (bool, or 1.0 where ``obs`` starts an episode) -> ``x (n, D)``:
+        ``[stem(norm(obs)); r]`` (with the critic's ``[critic_stem(norm(obs)); r]`` after it when separate)."""
+        if self.obs_rms is not None:
+            obs = self.obs_rms(obs)
+        # the reward that arrived with an episode's first observation belongs to the previous episode
+        first = reset if reset.dtype == torch.bool else reset > 0.5
+        feats = self.stem(obs)
+        r = prev_reward.clamp(-1, 1).to(feats.dtype).masked_fill(first, 0.0)[:, None]
+        if self.critic_stem is None:
+            return torch.cat((feats, r), -1)
+        return torch.cat((feats, r, self.critic_stem(obs), r), -1)
+
+    @torch.no_grad()
+    def update_obs_stats(self, obs: Tensor) -> None:
+        """Fold observations ``(..., *obs_shape)`` into the normaliser's statistics (nothing without one).
+        The learner calls it once per update, after the gradient steps, so that a rollout and the
+        update that learns from it see the same statistics."""
+        if self.obs_rms is not None:
+            self.obs_rms.update(obs.reshape(-1, *self.obs_shape))
+
     def features(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
         """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool -> the core's
-        output ``y (T, B, H)`` that both heads read, and the state after the segment."""
+        output ``y (T, B, H)`` that the heads read, and the state after the segment."""
         T, B = obs.shape[:2]
         if tuple(obs.shape[2:]) != self.obs_shape:
             raise ValueError(f"observations of shape {tuple(obs.shape[2:])} given to an agent built for {self.obs_shape}")
-        feats = self.stem(obs.reshape(T * B, *self.obs_shape)).view(T, B, -1)
-        # the reward that arrived with an episode's first observation belongs to the previous episode
-        r = prev_reward.clamp(-1, 1).to(feats.dtype).masked_fill(reset, 0.0)
-        x = torch.cat((feats, r[..., None]), -1)
-        return self.core(x, state, reset)
+        x = self.core_input(obs.reshape(T * B, *self.obs_shape), prev_reward.reshape(T * B), reset.reshape(T * B))
+        return self.core(x.view(T, B, -1), state, reset)
 
     def forward(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
         """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool ->
         ``logits (T, B, A)``, ``values (T, B)``, state after the segment."""
         y, state = self.features(obs, prev_reward, reset, state)
-        return self.policy_params(y), self.value(y).squeeze(-1), state
+        return self.policy_params(y), self.value_of(y), state
 
     @torch.no_grad()
     def act(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState, greedy: bool = False):
@@ -309,4 +421,4 @@ class Agent(nn.Module):
         core's ``state`` carried on from those episodes (no reset): the bootstrap of a truncation."""
         reset = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
         y, _ = self.features(obs[None], prev_reward[None], reset[None], state)
-        return self.value(y[0]).squeeze(-1)
+        return self.value_of(y[0])

@@ -7,11 +7,12 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from rtrl.rl.agent import CORES, STEMS, Agent
+from rtrl.rl.agent import ACTIVATIONS, CORES, CRITICS, INITS, STEMS, Agent
 from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
@@ -56,10 +57,17 @@ class TrainConfig:
     ray_address: str = ""  # join this Ray cluster (empty: start a local Ray instance)
     # PPO only (algo = "ppo"); value_weight and entropy_weight above are PPO's vf_coef and ent_coef
     ppo_epochs: int = 4  # passes over each rollout
-    ppo_minibatches: int = 4  # minibatches per epoch, split by env (must divide num_envs)
+    ppo_minibatches: int = 4  # minibatches per epoch: by env (must divide num_envs); core none: by transition
     clip_coef: float = 0.2  # the surrogate's ratio clip (and the value clip)
     clip_value: bool = True  # clip the value loss around the rollout's values (else plain squared error)
     gae_lambda: float = 0.95
+    # The standard machinery of cleanrl's and SB3's PPO (rtrl.rl.normalize); the presets chosen from the
+    # env turn it on (PRESETS, FAMILY_PRESETS), these defaults are what runs made before it had.
+    obs_norm: bool = False  # normalise vector observations by running statistics (clipped to ±10)
+    reward_scale: bool = False  # PPO: divide rewards by the running std of the discounted return (then reward_clip)
+    critic: str = "shared"  # "separate": the value head has its own stem and core ("shared": one trunk)
+    activation: str = "relu"  # the MLP stem's: "relu" or "tanh"
+    init: str = "default"  # "orthogonal": stems and heads orthogonal, gains √2 / 0.01 (policy) / 1 (value)
 
     def validate(self) -> None:
         if self.algo not in ALGOS:
@@ -70,6 +78,9 @@ class TrainConfig:
             raise ValueError(f"unknown core {self.core!r}; choose one of {CORES}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; choose one of {STEMS}")
+        for name, allowed in (("critic", CRITICS), ("activation", tuple(ACTIVATIONS)), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
         if self.unroll < 1:
             raise ValueError(f"unroll length M must be >= 1, got {self.unroll}")
         for name in ("hidden_size", "encoder_width", "num_envs", "batch_rollouts", "total_frames",
@@ -100,9 +111,13 @@ class TrainConfig:
         for name in ("ppo_epochs", "ppo_minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.num_envs % self.ppo_minibatches:
+        if self.core == "none":  # no state: minibatches of single transitions, shuffled
+            if (self.num_envs * self.unroll) % self.ppo_minibatches:
+                raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) must divide num_envs x unroll "
+                                 f"({self.num_envs * self.unroll}): minibatches of transitions, of equal size")
+        elif self.num_envs % self.ppo_minibatches:
             raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) must divide num_envs ({self.num_envs}): "
-                             "minibatches are whole environments' rollouts, of equal size")
+                             "a recurrent core's minibatches are whole environments' rollouts, of equal size")
         if not (self.clip_coef > 0 and math.isfinite(self.clip_coef)):
             raise ValueError(f"clip_coef must be a positive number, got {self.clip_coef}")
         if not 0 <= self.gae_lambda <= 1:
@@ -152,6 +167,92 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
     PRESETS[f"atari-{_game}"] = dataclasses.replace(PRESETS["paper"], env=f"ALE/{_game}-v5", hidden_size=256,
                                                     unroll=50, total_frames=200_000_000, eval_episodes=30)
 
+# Presets chosen from the environment: `rtrl train` (and rtrl.api.train) without a preset picks one by
+# the env's family (`family_of`) and the algorithm (PPO unless --algo impala), prints it, and every
+# option given overrides it. Each family's PPO preset is the field's recipe for such tasks (cleanrl's and
+# rl-baselines3-zoo's, with observation normalisation, separate actor and critic, tanh, orthogonal init)
+# and the core docs/results.md recommends for a new task (the exact-RTRL RTU); docs/reference.md has
+# the measurements behind each value.
+_STANDARD = dict(obs_norm=True, critic="separate", activation="tanh", init="orthogonal")
+FAMILIES = {
+    "vector": "discrete actions, vector observations (classic control, ...)",
+    "box": "Box actions, vector observations (MuJoCo, Pendulum, ...)",
+    "memory": "a memory task (rtrl-Recall, popgym, MiniGrid)",
+    "pixels": "image observations (Atari, ProcGen, Memory Gym, Memory Maze)",
+}
+PRESETS.update({
+    # rl-baselines3-zoo's CartPole recipe: 8 envs x 32 steps, one minibatch, 20 epochs, Adam 1e-3 decaying
+    "ppo-vector": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, num_envs=8, unroll=32,
+                                      ppo_epochs=20, ppo_minibatches=1, lr=1e-3, discount=0.98, gae_lambda=0.8,
+                                      entropy_weight=0.0, reward_clip=0.0, total_frames=200_000, **_STANDARD),
+    # cleanrl's MuJoCo recipe (ppo_continuous_action.py): 2048 steps an update, 32 minibatches, 10 epochs,
+    # Adam 3e-4 decaying, no entropy bonus, rewards scaled by the std of the return and clipped to ±10
+    "ppo-box": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, num_envs=32, unroll=64,
+                                   ppo_epochs=10, ppo_minibatches=32, lr=3e-4, entropy_weight=0.0, reward_scale=True,
+                                   reward_clip=10.0, total_frames=1_000_000, **_STANDARD),
+    # the `ppo` preset's sizes (measured on popgym and Recall: docs/scaling.md, docs/promise.md)
+    "ppo-memory": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256),
+    # cleanrl's Atari recipe (ppo_atari_lstm.py): 8 envs x 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1
+    "ppo-pixels": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, stem="nature", num_envs=8,
+                                      unroll=128, ppo_epochs=4, ppo_minibatches=4, lr=2.5e-4, clip_coef=0.1,
+                                      total_frames=1_000_000, init="orthogonal"),
+    # R2AC (--algo impala): the `small` preset with the RTU at M = 5 (docs/results.md's choice for R2AC)
+    "r2ac-vector": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, obs_norm=True,
+                                       total_frames=500_000),
+    "r2ac-box": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, obs_norm=True,
+                                    entropy_weight=0.0, total_frames=1_000_000),
+    "r2ac-memory": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5),
+    "r2ac-pixels": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, stem="nature",
+                                       total_frames=1_000_000),
+})
+MEMORY_PREFIXES = ("rtrl-Recall", "popgym-", "MiniGrid-")
+
+
+def family_of(env_name: str, spec: "EnvSpec") -> str:
+    """The family of ``FAMILIES`` an env belongs to: pixels by its observations, rtrl's memory
+    families by name, the rest by its action space."""
+    if len(spec.obs_shape) == 3:
+        return "pixels"
+    if env_name.startswith(MEMORY_PREFIXES):
+        return "memory"
+    return "box" if spec.continuous else "vector"
+
+
+PIXEL_PREFIXES = ("ALE/", "procgen-", "MemoryMaze-", "MemoryGym-")
+
+
+def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = None) -> str:
+    """The name of the preset ``rtrl train --env env_name [--algo algo]`` starts from (see ``FAMILIES``).
+    ``spec``: the env's, if known; else rtrl's families are told by name and any other env is made
+    once to read its spaces."""
+    if spec is None and env_name.startswith(MEMORY_PREFIXES):
+        family = "memory"
+    elif spec is None and env_name.startswith(PIXEL_PREFIXES):
+        family = "pixels"
+    else:
+        if spec is None:
+            from rtrl.rl.envs import make_env
+
+            probe = make_env(env_name, 1)
+            spec = EnvSpec.of(probe)
+            probe.close()
+        family = family_of(env_name, spec)
+    return f"{'ppo' if algo == 'ppo' else 'r2ac'}-{family}"
+
+
+def describe_preset(name: str) -> str:
+    """One line naming a preset's family and its main choices (printed at the start of a run)."""
+    cfg, family = PRESETS[name], name.split("-", 1)[-1]
+    algo = "PPO" if cfg.algo == "ppo" else "R2AC"
+    sizes = f"{cfg.num_envs} envs x {cfg.unroll} steps"
+    if cfg.algo == "ppo":
+        sizes += f", {cfg.ppo_epochs} epochs x {cfg.ppo_minibatches} minibatches"
+    extras = [x for x, on in (("obs normalised", cfg.obs_norm), ("rewards scaled", cfg.reward_scale),
+                              ("separate critic", cfg.critic == "separate")) if on]
+    return (f"preset {name} ({FAMILIES.get(family, family)}): {algo}, core {cfg.core} {cfg.hidden_size}, {sizes}, "
+            f"{cfg.optimizer} {cfg.lr:g}" + "".join(f", {x}" for x in extras))
+
+
 MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address",
               "device")  # a run started on a GPU resumes on a CPU, and the other way
 
@@ -191,7 +292,8 @@ class EnvSpec:
 def build_agent(cfg: TrainConfig, env) -> Agent:
     """The agent ``cfg`` describes for ``env`` (a ``VecEnv`` or an :class:`EnvSpec`), on the CPU."""
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
-                  cfg.stem, continuous=bool(getattr(env, "continuous", False)))
+                  cfg.stem, continuous=bool(getattr(env, "continuous", False)), obs_norm=cfg.obs_norm,
+                  critic=cfg.critic, activation=cfg.activation, init=cfg.init)
     if cfg.freeze_stem:
         agent.stem.requires_grad_(False)
     return agent

@@ -261,6 +261,7 @@ class Learner:
         self.opt.step()
         self.opt.advance()
         self.updates += 1
+        self.agent.update_obs_stats(r.obs[: r.length])  # published to the actors with the weights
         if self.bank is not None:  # the carried-out (c_M, S_M) of every stream in this rollout
             self._scatter(r.streams, state.detach())
         stats.update(grad_norm=grad_norm.item(), lr=self.opt.lr)

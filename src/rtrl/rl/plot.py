@@ -41,10 +41,19 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, metric: str = "mean_r
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    empty = []
     for cfg, rows in runs:
-        label = f"{cfg.get('core')} M={cfg.get('unroll')} seed={cfg.get('seed')}"
+        algo = "PPO" if cfg.get("algo") == "ppo" else "R2AC"
+        label = f"{algo} {cfg.get('core')} M={cfg.get('unroll')} seed={cfg.get('seed')}"
+        label = label if len(envs) == 1 else f"{cfg.get('env')}: {label}"
+        if not rows:
+            empty.append(label)
         ax.plot([float(r["step"]) for r in rows], [float(r[metric]) for r in rows],
-                label=label if len(envs) == 1 else f"{cfg.get('env')}: {label}")
+                label=label + (" (no value logged)" if not rows else ""))
+    if empty and metric == "mean_return":  # undefined until a training episode ends: say so, not empty axes
+        ax.text(0.5, 0.5, f"no training episode finished in {len(empty)} of {len(runs)} run(s):\nepisodes are "
+                "longer than each env's share of the frames;\nraise --total-frames or lower --num-envs",
+                transform=ax.transAxes, ha="center", va="center", fontsize=9, color="firebrick")
     ax.set_xlabel("frames (agent steps, all streams)")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title)

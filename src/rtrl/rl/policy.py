@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtrl.rl import dists
-from rtrl.rl.agent import Agent, Feedforward, ResettableGRU, ResettableLSTM
+from rtrl.rl.agent import Agent, Feedforward, Paired, ResettableGRU, ResettableLSTM
 from rtrl.nn import TwoLayer
 from rtrl.state import RecurrentState
 
@@ -60,11 +60,16 @@ class Policy(nn.Module):
         self.agent = agent.eval().requires_grad_(False)
         self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
         core = agent.core
-        # an element-wise core is one layer or two stacked (TwoLayer): each steps by _layer_step
-        self._layers = [core.bottom, core.top] if isinstance(core, TwoLayer) else [core]
-        self._kind = ("none" if isinstance(core, Feedforward) else "lstm" if isinstance(core, ResettableLSTM)
-                      else "gru" if isinstance(core, ResettableGRU) else "dense" if hasattr(core, "_step")
+        # a paired core (separate critic) steps its two halves alike; an element-wise core is one layer
+        # or two stacked (TwoLayer): each layer steps by _layer_step, its buffers numbered across cores
+        self._cores = [core.actor, core.critic] if isinstance(core, Paired) else [core]
+        first = self._cores[0]
+        self._kind = ("none" if isinstance(first, Feedforward) else "lstm" if isinstance(first, ResettableLSTM)
+                      else "gru" if isinstance(first, ResettableGRU) else "dense" if hasattr(first, "_step")
                       else "elementwise")
+        per_core = [[c.bottom, c.top] if isinstance(c, TwoLayer) else [c] for c in self._cores]
+        self._layers = [layer for layers in per_core for layer in layers]
+        self._core_layers = [list(range(k * len(per_core[0]), (k + 1) * len(per_core[0]))) for k in range(len(per_core))]
         c = agent.initial_state(1, learner=False).c
         self.state_size = max(2 * c.shape[-1] if c.is_complex() else c.shape[-1], 1)
         n = self.num_actions if self.continuous else 0
@@ -90,17 +95,22 @@ class Policy(nn.Module):
     def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
         agent = self.agent
         keep = 1.0 - first.to(torch.float32)
-        feats = agent.stem(obs)
-        x = torch.cat((feats, (prev_reward.clamp(-1, 1) * keep)[:, None]), -1)
+        x = agent.core_input(obs, prev_reward, first)  # normalises obs with the agent's statistics
         y, state = self._core_step(x, state * keep[:, None])
         params = agent.policy_params(y)
-        value = agent.value(y).squeeze(-1)
+        value = agent.value_of(y)
         return self.env_action(dists.sample(params, self.continuous, greedy=True)), value, params, state
 
     def _core_step(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-        core = self.agent.core
         if self._kind == "none":
             return x, s
+        if len(self._cores) == 1:
+            return self._one_core_step(0, x, s)
+        outs = [self._one_core_step(k, x_k, s_k) for k, (x_k, s_k) in enumerate(zip(x.chunk(2, -1), s.chunk(2, -1)))]
+        return torch.cat([y for y, _ in outs], -1), torch.cat([c for _, c in outs], -1)
+
+    def _one_core_step(self, k: int, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        core = self._cores[k]
         if self._kind == "lstm":
             h, c = s.chunk(2, -1)
             h, c = core.cell(x, (h, c))
@@ -112,8 +122,9 @@ class Policy(nn.Module):
             s, _ = core._step(F.linear(x, core.weight_ih, core.bias), s)
             return s[:, : core.hidden_size], s
         states, ys = [], x
-        widths = [2 * layer.state_size if layer.cell.complex_state else layer.state_size for layer in self._layers]
-        for i, (layer, s_i) in enumerate(zip(self._layers, s.split(widths, -1))):
+        layers = [(i, self._layers[i]) for i in self._core_layers[k]]
+        widths = [2 * layer.state_size if layer.cell.complex_state else layer.state_size for _, layer in layers]
+        for (i, layer), s_i in zip(layers, s.split(widths, -1)):
             ys, c = self._layer_step(i, layer, ys, s_i)
             states.append(c)
         return ys, torch.cat(states, -1)
@@ -218,7 +229,7 @@ def load_agent(run_dir: str | Path, checkpoint: str = "latest") -> Policy:
 
 
 def example_inputs(policy: Policy, batch_size: int = 2) -> tuple[Tensor, ...]:
-    dtype = policy.agent.stem.fc.weight.dtype if hasattr(policy.agent.stem, "fc") else torch.float32
+    dtype = policy.agent.policy.weight.dtype
     obs = torch.zeros(batch_size, *policy.obs_shape, dtype=torch.uint8 if len(policy.obs_shape) == 3 else dtype)
     return obs, torch.zeros(batch_size), torch.ones(batch_size), policy.initial_state(batch_size)
 

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 from rtrl.state import RecurrentState
 from rtrl.rl import dists
 from rtrl.rl.agent import Agent
+from rtrl.rl.normalize import RewardScaler
 from rtrl.rl.learner import (NonFiniteError, check_hyper_parameters, check_values, nan_means_diverged,
                               stop_if_diverging, zero_non_finite)
 from rtrl.rl.optim import make_optimizer
@@ -91,6 +92,14 @@ class Segment:
         move = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
         return Segment(move(self.obs), move(self.reward), move(self.done), move(self.action), move(self.logprob),
                        move(self.value), self.state.map(move), move(self.final_value))
+
+    def transitions(self) -> "Segment":
+        """The same steps as a segment of length 1 over ``T·B`` streams (for a core without state,
+        whose minibatches may then be any transitions; ``final_value`` and the bootstrap are dropped)."""
+        T, n = self.length, self.length * self.action.shape[1]
+        flat = lambda t: t[:T].reshape(1, n, *t.shape[2:])  # noqa: E731
+        return Segment(flat(self.obs), flat(self.reward), flat(self.done), flat(self.action), flat(self.logprob),
+                       flat(self.value), self.state.map(lambda t: t.new_zeros(n, *t.shape[1:])))
 
     def envs(self, idx: Tensor) -> "Segment":
         """The same segment for the envs ``idx`` only (their whole time range)."""
@@ -180,11 +189,14 @@ def gae(reward: Tensor, done: Tensor, value: Tensor, discount: float, lam: float
         return adv, adv + value[:T]
 
 
-def advantages(seg: Segment, cfg) -> tuple[Tensor, Tensor]:
-    """GAE advantages and returns ``(T, B)`` of a segment: rewards clipped to ``±reward_clip``; where a
-    time limit cut an episode, its last transition earns ``r + γ·V(final obs)`` (then, as at any
-    episode end, nothing is bootstrapped across the boundary)."""
+def advantages(seg: Segment, cfg, scaler: Optional[RewardScaler] = None) -> tuple[Tensor, Tensor]:
+    """GAE advantages and returns ``(T, B)`` of a segment: rewards scaled by ``scaler`` (which advances
+    its running returns over the segment), then clipped to ``±reward_clip``; where a time limit cut an
+    episode, its last transition earns ``r + γ·V(final obs)`` (then, as at any episode end, nothing is
+    bootstrapped across the boundary)."""
     reward = seg.reward.to(seg.value.dtype)
+    if scaler is not None:
+        reward = scaler(reward, seg.done, cfg.discount)
     if cfg.reward_clip > 0:
         reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
     if seg.final_value is not None:
@@ -209,6 +221,7 @@ class PPO:
         self.device = agent.policy.weight.device
         self.updates = 0  # iterations (one per rollout)
         self.skipped = 0
+        self.reward_scaler = RewardScaler(cfg.num_envs).to(self.device) if cfg.reward_scale else None
 
     def loss(self, seg: Segment, adv: Tensor, ret: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """PPO's loss on ``seg`` (some envs' whole segments), re-run from ``seg.state`` with the
@@ -255,14 +268,18 @@ class PPO:
                 raise NonFiniteError(f"segment.{name} holds NaN/Inf: update skipped, weights kept",
                                      source="environment")
         check_values(seg.value, cfg, self.updates)
-        adv, ret = advantages(seg, cfg)
+        adv, ret = advantages(seg, cfg, self.reward_scaler)
         backup = copy.deepcopy((agent.state_dict(), self.opt.state_dict()))
         sums: dict[str, float] = {}
         n = 0
+        # a core without state learns from any transitions: minibatches of single steps, shuffled (as
+        # cleanrl's); a recurrent core's are whole envs' segments, re-run from their stored state
+        stateless = agent.core_name == "none"
+        batch, b_adv, b_ret = (seg.transitions(), adv.reshape(1, -1), ret.reshape(1, -1)) if stateless else (seg, adv, ret)
         for _ in range(cfg.ppo_epochs):
-            for idx in torch.randperm(B).chunk(cfg.ppo_minibatches):
+            for idx in torch.randperm(batch.action.shape[1]).chunk(cfg.ppo_minibatches):
                 with nan_means_diverged():  # the segment's inputs were found finite above
-                    loss, stats = self.loss(seg.envs(idx), adv[:, idx], ret[:, idx])
+                    loss, stats = self.loss(batch.envs(idx), b_adv[:, idx], b_ret[:, idx])
                 self.opt.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
@@ -281,6 +298,7 @@ class PPO:
         lr = self.opt.lr
         self.opt.advance()  # the schedule counts iterations, not minibatch steps
         self.updates += 1
+        agent.update_obs_stats(seg.obs[:T])  # the next rollout (and the carry below) normalise with these
         with torch.no_grad():  # the carry: c_T (and S_T for RTRL) under the final weights
             _, _, carried = agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
             var = ret.var()
@@ -290,12 +308,17 @@ class PPO:
         return out, carried.detach()
 
     def state_dict(self) -> dict:
-        return dict(optimizer=self.opt.state_dict(), updates=self.updates,
-                    skipped=self.skipped)
+        out = dict(optimizer=self.opt.state_dict(), updates=self.updates, skipped=self.skipped)
+        if self.reward_scaler is not None:
+            out["reward_scaler"] = self.reward_scaler.state_dict()
+        return out
 
     def load_state_dict(self, d: dict) -> None:
         self.opt.load_state_dict(d["optimizer"], d.get("scheduler"))
         self.updates, self.skipped = int(d["updates"]), int(d["skipped"])
+        if self.reward_scaler is not None and "reward_scaler" in d:
+            self.reward_scaler.load_state_dict(d["reward_scaler"])
+            self.reward_scaler.returns.zero_()  # a resumed run's envs all start new episodes
 
 
 def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, progress: bool = True) -> dict:

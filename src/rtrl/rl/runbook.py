@@ -150,9 +150,20 @@ def finish_run(run: Optional[Run], cfg: TrainConfig, result: dict) -> dict:
         if cfg.eval_episodes > 0:
             result["eval"] = evaluate_run(run.path, cfg.eval_episodes)
         (run.path / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        if plotter.wait() != 0:
+        drawn = plotter.wait() == 0
+        if not drawn:
             print(f"warning: could not draw {run.path / 'curve.png'} (see the error above)", file=sys.stderr)
         run.close()
+        ends = [f"learning curve: {run.path / 'curve.png'}"] if drawn else []
+        if "eval" in result:
+            ends.append(f"evaluation on held-out seeds: {run.path / 'eval.json'} (greedy {result['eval']['greedy']['mean']:.3g},"
+                        f" sampled {result['eval']['sampled']['mean']:.3g})")
+        print("\n".join(ends), file=sys.stderr)
+    if result.get("train_mean_return_last100") is None:
+        steps = result.get("frames", 0) // max(cfg.num_streams, 1)
+        print(f"warning: no training episode finished in {result.get('frames', 0)} frames ({cfg.num_streams} envs, "
+              f"{steps} steps each), so the mean return is undefined and nothing could be learned from a return: "
+              "raise --total-frames or lower --num-envs until each env runs whole episodes", file=sys.stderr)
     return result
 
 

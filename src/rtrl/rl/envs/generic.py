@@ -6,7 +6,7 @@ own ``gymnasium.vector.VectorEnv``.
     make_env("mypackage.envs:MyEnv-v0", 8)           # imports mypackage.envs (which registers MyEnv-v0)
     make_env("PositionOnly/Hopper-v5", 8)            # MuJoCo with joint positions only
     make_env("VelocityOnly/HalfCheetah-v5", 8)       # ... or joint velocities only
-    from_vector_env(gym.make_vec("CartPole-v1", 8, vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}))
+    from_vector_env(gym.make_vec("CartPole-v1", 8))   # a user's VectorEnv, any vectorization mode
 
 Observations and actions are encoded as in :mod:`rtrl.rl.envs.gymnasium` (flat float32 vectors,
 images kept as ``(C, H, W)`` uint8 pixels; Discrete, MultiDiscrete and Box actions). Terminated and
@@ -111,22 +111,51 @@ def gym_vec_env(name: str, envs: list) -> GymVecEnv:
     return GymVecEnv(name, envs, (size, encode), (n, decode), obs_dtype=dtype, continuous=continuous)
 
 
+CLASSIC_MASKS = {  # the classic-control tasks' observation entries: (positions, velocities)
+    "CartPole": ([0, 2], [1, 3]),  # x, θ | ẋ, θ̇ (sb3-contrib's CartPoleNoVel keeps the positions)
+    "Pendulum": ([0, 1], [2]),  # cos θ, sin θ | θ̇ (PendulumNoVel)
+    "Acrobot": ([0, 1, 2, 3], [4, 5]),  # cos/sin of both joints | both angular velocities
+    "MountainCar": ([0], [1]),
+    "MountainCarContinuous": ([0], [1]),
+}
+
+
+def _classic_index(env, keep: str) -> "np.ndarray | None":
+    """The kept entries of a classic-control task's observation (``None`` for other envs)."""
+    spec = getattr(env, "spec", None)
+    name = getattr(spec, "name", None) if spec is not None else None
+    if name not in CLASSIC_MASKS:
+        return None
+    return np.asarray(CLASSIC_MASKS[name][0 if keep == "positions" else 1])
+
+
 class ObservationMask:
-    """A MuJoCo env (Gymnasium's ``mujoco`` family, e.g. ``Hopper-v5``) that shows only the joint
-    positions (``"positions"``) or only the joint velocities (``"velocities"``) of its observation:
-    the memory versions of the locomotion tasks (the RTU paper's POMDPs). Contact forces and other
-    extras are dropped in both. Which entries are positions is read from the simulator itself: the
-    observation starts with ``qpos`` (less the first ``k`` entries that the env excludes, the
-    torso's x or x, y) followed by ``qvel``."""
+    """An env that shows only the positions (``"positions"``) or only the velocities
+    (``"velocities"``) of its observation: the memory versions of control tasks. Classic control
+    (CartPole, Pendulum, Acrobot, MountainCar) by the table ``CLASSIC_MASKS``; a MuJoCo env
+    (Gymnasium's ``mujoco`` family, e.g. ``Hopper-v5``: the RTU paper's POMDPs) by its joints,
+    contact forces and other extras dropped in both. Which entries are a MuJoCo env's positions is
+    read from the simulator itself: the observation starts with ``qpos`` (less the first ``k``
+    entries that the env excludes, the torso's x or x, y) followed by ``qvel``."""
 
     def __init__(self, env, keep: str) -> None:
         from gymnasium import spaces
 
         self.env, self.keep = env, keep
+        self.action_space, self.spec, self.unwrapped = env.action_space, env.spec, env.unwrapped
+        box = env.observation_space
+        index = _classic_index(env, keep)
+        self.index = index if index is not None else self._mujoco_index(env, keep)
+        self.observation_space = spaces.Box(np.asarray(box.low).ravel()[self.index],
+                                            np.asarray(box.high).ravel()[self.index], dtype=box.dtype)
+
+    @staticmethod
+    def _mujoco_index(env, keep: str) -> np.ndarray:
         data = getattr(env.unwrapped, "data", None)
         if data is None or not hasattr(data, "qpos"):
             raise ValueError(f"{keep}-only observations need a MuJoCo env (Hopper-v5, Walker2d-v5, HalfCheetah-v5, "
-                             f"Ant-v5, ...), got {env.unwrapped.__class__.__name__}")
+                             f"Ant-v5, ...) or a classic-control one ({', '.join(CLASSIC_MASKS)}), got "
+                             f"{env.unwrapped.__class__.__name__}")
         obs, _ = env.reset(seed=0)
         obs = np.asarray(obs, np.float64).ravel()
         qpos, qvel = np.asarray(data.qpos).ravel(), np.asarray(data.qvel).ravel()
@@ -136,11 +165,7 @@ class ObservationMask:
                 break
         else:
             raise ValueError(f"cannot find the joint positions in {env.spec.id if env.spec else env}'s observation")
-        self.index = np.arange(n) if keep == "positions" else np.arange(n, n + len(qvel))
-        box = env.observation_space
-        self.observation_space = spaces.Box(np.asarray(box.low).ravel()[self.index],
-                                            np.asarray(box.high).ravel()[self.index], dtype=box.dtype)
-        self.action_space, self.spec, self.unwrapped = env.action_space, env.spec, env.unwrapped
+        return np.arange(n) if keep == "positions" else np.arange(n, n + len(qvel))
 
     def reset(self, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -154,24 +179,70 @@ class ObservationMask:
         self.env.close()
 
 
-class VectorEnvAdapter(VecEnv):
-    """A user's ``gymnasium.vector.VectorEnv`` as a :class:`VecEnv`.
+def _autoreset_mode(venv):
+    import gymnasium as gym
 
-    It must reset its sub-envs in the same step (``autoreset_mode=SAME_STEP``: the final
-    observation is in ``info["final_obs"]``) or not at all (``DISABLED``: we reset the finished
-    sub-envs with ``reset(options={"reset_mask": done})``). Gymnasium's default, ``NEXT_STEP``,
-    spends an extra step on every reset and ignores that step's action; it is refused with the fix."""
+    mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+    return gym.vector.AutoresetMode(mode) if isinstance(mode, str) else mode
+
+
+def _resets_by_mask(venv) -> bool:
+    """Whether ``venv.reset(options={"reset_mask": m})`` resets exactly the sub-envs of ``m``
+    (gymnasium's Sync and Async vector envs do, in every autoreset mode; a native vector env such as
+    ``CartPoleVectorEnv`` ignores the option and resets them all)."""
+    import gymnasium as gym
+
+    return isinstance(venv, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+
+
+def from_vector_env(venv, name: str = "") -> VecEnv:
+    """A user's ``gymnasium.vector.VectorEnv`` as a :class:`VecEnv`, whatever its vectorization mode.
+
+    Sync and Async vector envs are stepped as they are (:class:`VectorEnvAdapter`). A native vector
+    env (``gym.make_vec(id, n)`` for an id with a ``vector_entry_point``, e.g. ``CartPoleVectorEnv``)
+    with Gymnasium's default ``NEXT_STEP`` autoreset cannot reset one sub-env at the step its episode
+    ends, which rtrl's episode boundaries need (:mod:`rtrl.rl.envs.base`): its ``n`` copies are made
+    again from its spec, one ``gymnasium.Env`` each (the same dynamics, stepped in a loop), and one
+    line says so."""
+    import sys
+
+    import gymnasium as gym
+
+    if _resets_by_mask(venv) or _autoreset_mode(venv) != gym.vector.AutoresetMode.NEXT_STEP:
+        return VectorEnvAdapter(venv, name)
+    spec = getattr(venv, "spec", None)
+    if spec is None:
+        raise ValueError(f"{type(venv).__name__} resets its sub-envs on the step after an episode ends (Gymnasium's "
+                         "NEXT_STEP autoreset) and cannot reset one sub-env by itself, and it has no spec to make "
+                         "single copies from: give it autoreset_mode=SAME_STEP, or pass a factory (a function that "
+                         "returns one gymnasium.Env) instead")
+    drop = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
+    kwargs = {k: v for k, v in spec.kwargs.items() if k not in drop}
+    n = int(venv.num_envs)
+    print(f"rtrl: {type(venv).__name__} cannot reset one sub-env at its episode's end (NEXT_STEP autoreset): "
+          f"stepping {n} copies of gymnasium.make({spec.id!r}) instead", file=sys.stderr)
+    venv.close()
+    return gym_vec_env(name or spec.id, [gym.make(spec.id, disable_env_checker=True, **kwargs) for _ in range(n)])
+
+
+class VectorEnvAdapter(VecEnv):
+    """A user's ``gymnasium.vector.VectorEnv`` as a :class:`VecEnv` (see :func:`from_vector_env`).
+
+    It resets its sub-envs in the same step (``autoreset_mode=SAME_STEP``: the final observation is
+    in ``info["final_obs"]``), or we reset the finished sub-envs ourselves with
+    ``reset(options={"reset_mask": done})`` right after the step that ended them: with ``DISABLED``,
+    and with Gymnasium's default ``NEXT_STEP`` (the masked reset also cancels the reset it would
+    spend the next step on, whose action it would ignore); the latter needs a vector env that resets
+    by mask (Sync or Async)."""
 
     def __init__(self, venv, name: str = "") -> None:
         import gymnasium as gym
 
-        mode = venv.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-        mode = gym.vector.AutoresetMode(mode) if isinstance(mode, str) else mode
-        if mode == gym.vector.AutoresetMode.NEXT_STEP:
-            raise ValueError("this VectorEnv resets its sub-envs on the step after an episode ends (Gymnasium's "
-                             "default NEXT_STEP autoreset), which rtrl does not read; make it with "
-                             "vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP} "
-                             "(gym.make_vec) or autoreset_mode=AutoresetMode.SAME_STEP (SyncVectorEnv/AsyncVectorEnv)")
+        mode = _autoreset_mode(venv)
+        if mode == gym.vector.AutoresetMode.NEXT_STEP and not _resets_by_mask(venv):
+            raise ValueError(f"{type(venv).__name__} resets its sub-envs on the step after an episode ends (NEXT_STEP "
+                             "autoreset) and cannot reset one by itself: pass it through rtrl.api (which makes "
+                             "single copies from its spec) or give it autoreset_mode=SAME_STEP")
         self._same_step = mode == gym.vector.AutoresetMode.SAME_STEP
         self._venv, self.num_envs = venv, int(venv.num_envs)
         spec = getattr(venv, "spec", None)
@@ -214,7 +285,7 @@ class VectorEnvAdapter(VecEnv):
                 self.final_obs = np.zeros_like(enc)
                 for i in np.flatnonzero(cut):
                     self.final_obs[i] = self._encode(info["final_obs"][i])
-        else:  # DISABLED: obs are the final ones where done; reset those sub-envs ourselves
+        else:  # DISABLED or NEXT_STEP: obs are the final ones where done; reset those sub-envs ourselves
             enc = self._encode_all(obs)
             if cut.any():
                 self.truncated, self.final_obs = cut, enc.copy()

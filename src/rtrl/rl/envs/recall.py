@@ -67,3 +67,58 @@ class RecallVecEnv(VecEnv):
             self._t[i] = 0
             self._cue[i] = int(self._rngs[i].integers(2))
         return self._obs(), reward, done
+
+
+def _gym_env_class():
+    """``RecallEnv``: one Recall episode stream as a ``gymnasium.Env`` (built on first use, so that this
+    module needs no gymnasium)."""
+    import gymnasium as gym
+
+    class RecallEnv(gym.Env):
+        """``gym.make("rtrl-Recall-v0")`` (delay 3), ``"rtrl-Recall<delay>-v0"``, or
+        ``gym.make("rtrl-Recall-v0", delay=d)``: :class:`RecallVecEnv` with one env, as a gymnasium
+        env (the observation after the query is blank; the episode ends there, terminated)."""
+
+        metadata: dict = {"render_modes": []}
+
+        def __init__(self, delay: int = RECALL_DEFAULT_DELAY) -> None:
+            self._vec = RecallVecEnv(1, delay)
+            self.observation_space = gym.spaces.Box(0.0, 1.0, (RecallVecEnv.OBS_DIM,), np.float32)
+            self.action_space = gym.spaces.Discrete(2)
+            self._next: Optional[np.ndarray] = None  # the next episode's first observation, drawn at the end
+
+        def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+            super().reset(seed=seed)
+            if seed is not None or self._next is None:
+                self._next = self._vec.reset(int(self.np_random.integers(2**31)))
+            obs, self._next = self._next[0], None
+            return obs, {}
+
+        def step(self, action):
+            obs, reward, done = self._vec.step(np.asarray([action], np.int64))
+            if done[0]:
+                self._next = obs
+                obs = np.zeros_like(obs)
+            return obs[0], float(reward[0]), bool(done[0]), False, {}
+
+    return RecallEnv
+
+
+def __getattr__(name: str):
+    if name == "RecallEnv":
+        return _gym_env_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+GYM_DELAYS = (*range(11), 20, 30, 50, 100)  # the ids registered with gymnasium besides rtrl-Recall-v0
+
+
+def register_gymnasium() -> None:
+    """Register ``rtrl-Recall-v0`` and ``rtrl-Recall<d>-v0`` (``d`` in ``GYM_DELAYS``) with gymnasium, so
+    that ``gym.make`` finds them beside an exported policy. Idempotent."""
+    import gymnasium as gym
+
+    ids = [("rtrl-Recall-v0", RECALL_DEFAULT_DELAY)] + [(f"rtrl-Recall{d}-v0", d) for d in GYM_DELAYS]
+    for env_id, delay in ids:
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="rtrl.rl.envs.recall:RecallEnv", kwargs={"delay": delay})
