@@ -111,8 +111,7 @@ def run_train(run_dir: Path, args: list[str], frames: int) -> Optional[dict]:
     done = run_dir / "result.json"
     if done.exists() and json.loads(done.read_text())["frames"] >= frames:
         return json.loads(done.read_text())
-    cmd = [sys.executable, "-m", "rtrl.cli", "train", *old_preset(args), *args, "--total-frames", str(frames),
-           "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", *args, "--total-frames", str(frames), "--run-dir", str(run_dir),
            "--no-progress"]
     if (run_dir / "config.json").exists():
         cmd.append("--resume")

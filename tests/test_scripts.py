@@ -40,11 +40,15 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must contain)
     "vector_envs": (["--num-envs", "4", "--seconds", "0.1"], "MiniGrid"),
     "device_check": (["--device", "cpu", "--quick"], "summary"),
     "layers_cost": (["--sizes", "4", "8", "--steps", "2", "--segment", "2", "--reps", "1"], "exponent"),
+    "peers": (["--seeds", "0", "--budget", "512"], "time ratio"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_benchmark_runs(tmp_path, name):
+    if name == "peers":
+        pytest.importorskip("stable_baselines3", reason="benchmarks/peers.py needs the peers: pip install -e '.[peers]'")
+        pytest.importorskip("sb3_contrib", reason="benchmarks/peers.py needs the peers: pip install -e '.[peers]'")
     args, expect = BENCHMARKS[name]
     assert expect.lower() in run([str(BENCH / f"{name}.py"), *args], tmp_path).lower()
 
@@ -60,6 +64,7 @@ def test_benchmark_runs(tmp_path, name):
     ("limits", ["--parts", "online", "--agents", "LRU, exact RTRL, M=1", "--seeds", "0", "--scale", "0.003"],
      "limits_table.md"),
     ("headline", ["--tasks", "popgym-CountRecallEasy-v0", "--seeds", "0", "--frames", "2560"], "headline_table.md"),
+    ("reference", ["--rows", "ppo-cartpole", "rec-pendulum", "--seeds", "0", "--scale", "0.005"], "reference_table.md"),
     ("layers", ["--seeds", "0", "--max-sequences", "32", "--hidden-size", "8"], "layers_table.md"),
     ("layers/recall", ["--seeds", "0", "--frames", "2560", "--lrs", "0.001", "--cores", "rtrl2-lru", "bptt2-lru"],
      "layers_rl_table.md"),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import fmt_ci, permutation_p, run_train  # noqa: E402
+from stats import fmt_ci, old_preset, permutation_p, run_train  # noqa: E402
 
 TASKS = ["popgym-NoisyPositionOnlyCartPoleEasy-v0", "popgym-CountRecallEasy-v0"]
 FRAMES = 2_000_000
@@ -61,7 +61,7 @@ def main() -> None:
                     if args.report_only:
                         r = json.loads((d / "result.json").read_text()) if (d / "result.json").exists() else None
                     else:
-                        r = run_train(d, ["--env", env, *extra, "--seed", str(seed)], args.frames)
+                        r = run_train(d, [*old_preset(extra), "--env", env, *extra, "--seed", str(seed)], args.frames)
                     if r is not None:
                         greedy.setdefault((env, label, i), []).append(r["eval"]["greedy"]["mean"])
     lines = [f"Made by `python experiments/headline/run.py`: {args.frames:,} frames a run, seeds "

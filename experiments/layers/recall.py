@@ -31,7 +31,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import agent_parameters, compare, curve, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
+from stats import (agent_parameters, compare, curve, fmt_ci, frames_to, hidden_for, old_preset,  # noqa: E402
+                   permutation_p, run_train)
 
 ENV, EPISODE = "rtrl-Recall20-v0", 22
 AGENTS = [  # label, core, M, learning rates tried
@@ -63,7 +64,7 @@ def job(args, core: str, m: int, lr: float, seed: int, hidden: int) -> Optional[
         return json.loads((d / "result.json").read_text())
     run_args = ["--env", ENV, "--core", core, "--unroll", str(m), "--lr", str(lr), "--seed", str(seed),
                 "--hidden-size", str(hidden), "--log-every", "2"]
-    return run_train(d, run_args, args.frames)
+    return run_train(d, [*old_preset(run_args), *run_args], args.frames)
 
 
 def results(args, core: str, m: int, lr: float) -> list[tuple[dict, Path]]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import agent_parameters, compare, curve, fmt_ci, frames_to, hidden_for, run_train  # noqa: E402
+from stats import agent_parameters, compare, curve, fmt_ci, frames_to, hidden_for, old_preset, run_train  # noqa: E402
 
 REFERENCE = ("rtrl-elstm", 64)  # every agent's parameter count (as in the promise study)
 PROMISE = Path("runs/experiments/promise")  # the promise study's runs (M = 5 references, reused)
@@ -74,7 +74,7 @@ def job(out: Path, part: str, stage: str, a: dict, lr: float, seed: int, frames:
     hidden = hidden_for(env, a["core"], agent_parameters(env, *REFERENCE))
     args = ["--env", env, "--core", a["core"], "--unroll", str(a["m"]), "--lr", str(lr), "--seed", str(seed),
             "--hidden-size", str(hidden), "--log-every", "2", *a["extra"]]
-    return run_train(run_dir(out, part, stage, env, a, lr, seed), args, frames)
+    return run_train(run_dir(out, part, stage, env, a, lr, seed), [*old_preset(args), *args], frames)
 
 
 DIVERGED = float("-inf")  # a run the divergence guard stopped leaves its folder but no result.json

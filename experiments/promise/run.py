@@ -56,7 +56,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stats  # noqa: E402
-from stats import budgets, compare, curve, fisher_p, fmt_ci, frames_to, hidden_for, permutation_p, run_train  # noqa: E402
+from stats import (budgets, compare, curve, fisher_p, fmt_ci, frames_to, hidden_for, old_preset,  # noqa: E402
+                   permutation_p, run_train)
 
 TASKS = {  # env: (frames, optimum of the return)
     "rtrl-Recall20-v0": (1_000_000, 1.0),
@@ -115,7 +116,7 @@ def job(out: Path, part: str, env: str, core: str, m: int, lr: float, seed: int,
     hidden = hidden_for(env, core, target(env))
     args = ["--env", env, "--core", core, "--unroll", str(m), "--lr", str(lr), "--seed", str(seed),
             "--hidden-size", str(hidden), "--log-every", "2", "--num-envs", str(streams(part, m))]
-    return run_train(run_dir(out, part, env, core, m, lr, seed), args, frames)
+    return run_train(run_dir(out, part, env, core, m, lr, seed), [*old_preset(args), *args], frames)
 
 
 _TARGETS: dict[str, int] = {}
@@ -213,7 +214,7 @@ def ppo_part(args) -> None:
                 if args.report_only:
                     r = json.loads((d / "result.json").read_text()) if (d / "result.json").exists() else None
                 else:
-                    r = run_train(d, ["--algo", "ppo", "--env", env, "--core", core, "--hidden-size", "256",
+                    r = run_train(d, ["--preset", "ppo", "--algo", "ppo", "--env", env, "--core", core, "--hidden-size", "256",
                                       "--seed", str(seed), "--log-every", "2"], frames)
                 if r is not None:
                     greedy.setdefault((env, label), []).append(r["eval"]["greedy"]["mean"])
