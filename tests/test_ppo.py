@@ -113,13 +113,19 @@ def test_ppo_loss_matches_its_formula(clip_value, continuous):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), n
 
 
-@pytest.mark.parametrize("core", [c for c in CORES if c.startswith("rtrl-")])
-def test_ppo_gradient_from_carried_sensitivities_equals_bptt_through_earlier_rollouts(core):
+STANDARD = dict(critic="separate", obs_norm=True, activation="tanh", init="orthogonal", reward_scale=True)
+
+
+@pytest.mark.parametrize("core, extra", [(c, {}) for c in CORES if c.startswith("rtrl-")]
+                         + [("rtrl-rtu", STANDARD), ("rtrl-elstm", STANDARD)])
+def test_ppo_gradient_from_carried_sensitivities_equals_bptt_through_earlier_rollouts(core, extra):
     # Recall episodes last 5 steps; rollouts of 7 start mid-episode, from a nonzero state.
     # With lr = 0 the weights stay fixed, so RTRL's gradient must equal BPTT's through all rollouts.
+    # STANDARD: the presets' machinery (a separate critic core beside the actor's, normalised inputs).
     torch.manual_seed(0)
     cfg = TrainConfig(algo="ppo", core=core, num_envs=4, unroll=7, ppo_epochs=2, ppo_minibatches=2,
-                      optimizer="adam", lr=0.0, grad_clip=1e9, hidden_size=6, encoder_width=6, reward_clip=0)
+                      optimizer="adam", lr=0.0, grad_clip=1e9, hidden_size=6, encoder_width=6, reward_clip=0,
+                      **extra)
     cfg.validate()
     env = make_env(cfg.env, cfg.num_envs, seed=3)
     agent = build_agent(cfg, env).double()
@@ -143,7 +149,9 @@ def test_ppo_gradient_from_carried_sensitivities_equals_bptt_through_earlier_rol
 
     # reference: the same loss, autograd through the earlier rollouts too (core in BPTT mode)
     ref = copy.deepcopy(agent)
-    ref.core.learning = "bptt"
+    for m in ref.core.modules():  # every layer of the core (both halves of a paired one) by BPTT
+        if hasattr(m, "learning"):
+            m.learning = "bptt"
     state = ref.core.initial_state(len(idx))
     for s in segs:
         _, _, state = ref(s.obs[:T, idx], s.reward[:T, idx], s.done[:T, idx], state)
@@ -156,13 +164,15 @@ def test_ppo_gradient_from_carried_sensitivities_equals_bptt_through_earlier_rol
     recurrent = [n for n, _ in agent.core.named_parameters(prefix="core") if not n.startswith("core.output_gate")]
     assert recurrent
     for n, p in ref.named_parameters():
-        if n.startswith("stem."):
+        if n.startswith(("stem.", "critic_stem.")):
             continue
         err = (got[n] - p.grad).abs().max() / p.grad.abs().max()
         assert err < 1e-9, (n, err.item())
     # the carry-in term is what makes it exact: without S_0 the recurrent weights' gradient is visibly off
     trunc = copy.deepcopy(agent)
-    trunc.core.learning = "bptt"
+    for m in trunc.core.modules():
+        if hasattr(m, "learning"):
+            m.learning = "bptt"
     cut_seg = dataclasses.replace(seg.envs(idx), state=RecurrentState(seg.state.c[idx]))
     PPO(trunc, cfg).loss(cut_seg, adv[:, idx], ret[:, idx])[0].backward()
     cut, full = dict(trunc.named_parameters()), dict(ref.named_parameters())

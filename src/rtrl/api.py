@@ -2,9 +2,10 @@
 
     from rtrl.api import TrainConfig, PRESETS, train, evaluate, load_agent, export
 
-    cfg = TrainConfig(env="Pendulum-v1", core="rtrl-lru", total_frames=100_000)   # every `rtrl train` option
-    result = train(cfg, run_dir="runs/pendulum")           # R2AC (cfg.algo = "ppo" for PPO); a dict of results
-    train(cfg, env=my_vector_env, run_dir="runs/mine")      # a gymnasium VectorEnv (or a factory) of your own
+    result = train(env="Pendulum-v1", total_frames=100_000, run_dir="runs/pendulum")   # the preset for its family
+    train(env=gym.make_vec("CartPole-v1", num_envs=8), run_dir="runs/mine")  # a VectorEnv (or a factory) of yours
+    cfg = TrainConfig(env="Pendulum-v1", core="rtrl-lru", algo="impala")    # every `rtrl train` option, by hand
+    train(cfg, run_dir="runs/r2ac")                                          # a dict of results
     print(evaluate("runs/pendulum", episodes=20))          # {"mean": ..., "std": ..., "returns": [...]}
     policy = load_agent("runs/pendulum")                   # a torch.nn.Module: initial_state, act, forward
     state = policy.initial_state(1)
@@ -69,24 +70,47 @@ def _lend(env: Any, num_envs: int) -> tuple[str, VecEnv]:
     return name, vec
 
 
+def _chosen_preset(env: Any, algo: str) -> TrainConfig:
+    """The preset ``rtrl train`` would choose for ``env`` (a name, an adapted env, or a factory, which is
+    called once to read its spaces), said in one line."""
+    import sys
+
+    from rtrl.rl.config import describe_preset, preset_for
+
+    if env is None or isinstance(env, str):
+        name = preset_for(env or TrainConfig.env, algo)
+    elif isinstance(env, VecEnv):
+        name = preset_for(env.name, algo, EnvSpec.of(env))
+    else:  # a factory
+        probe = as_vec_env(env, 1)
+        name = preset_for(probe.name, algo, EnvSpec.of(probe))
+        probe.close()
+    print(f"rtrl: {describe_preset(name)}", file=sys.stderr)
+    return PRESETS[name]
+
+
 def train(cfg: Optional[TrainConfig] = None, env: Any = None, run_dir: Optional[str | Path] = None,
           resume: bool = False, progress: bool = True, **options: Any) -> dict:
-    """Train an agent (R2AC, or PPO with ``algo="ppo"``) and return the final statistics.
+    """Train an agent (PPO, or R2AC with ``algo="impala"``) and return the final statistics.
 
-    ``cfg``: a :class:`TrainConfig` (default: ``PRESETS["small"]``, or ``PRESETS["ppo"]`` when
-    ``options`` say ``algo="ppo"``); ``options`` override its fields. ``env``: see the module doc
-    (default: ``cfg.env``). ``run_dir``: the run folder (config, metrics, checkpoints, evaluation;
-    ``resume=True`` continues it); without one nothing is written and nothing can be loaded later."""
+    ``cfg``: a :class:`TrainConfig` (default: the preset ``rtrl train`` chooses for the env's family,
+    printed in one line; ``PRESETS`` has them all); ``options`` override its fields. ``env``: see the
+    module doc (default: ``cfg.env``). ``run_dir``: the run folder (config, metrics, checkpoints,
+    evaluation; ``resume=True`` continues it); without one nothing is written and nothing can be
+    loaded later."""
     from rtrl.rl.train import train as train_run
 
-    if cfg is None:
-        cfg = PRESETS["ppo" if options.get("algo") == "ppo" else "small"]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(f"unknown training option(s) {', '.join(unknown)}; TrainConfig has: {', '.join(sorted(fields))}")
+    live = env is not None and not isinstance(env, str)
+    if live and not callable(env) or _is_vector(env):  # adapt an env object once (a factory: below, n copies)
+        env = as_vec_env(env)
+    if cfg is None:
+        cfg = _chosen_preset(env if live else (env or options.get("env")), options.get("algo", "ppo"))
     cfg = dataclasses.replace(cfg, **options)
-    if env is None or isinstance(env, str):
+    if not live:
         return train_run(dataclasses.replace(cfg, env=env or cfg.env), run_dir, resume, progress)
     if cfg.num_actors > 0:
         raise ValueError("an env object lives in this process: actor processes need an env name (a Gymnasium id or "
@@ -99,6 +123,17 @@ def train(cfg: Optional[TrainConfig] = None, env: Any = None, run_dir: Optional[
                          progress)
     finally:
         LIVE_ENVS.pop(name, None)
+
+
+def _is_vector(env: Any) -> bool:
+    """A gymnasium ``VectorEnv`` or an rtrl ``VecEnv`` (objects that some versions make callable)."""
+    if isinstance(env, VecEnv):
+        return True
+    try:
+        import gymnasium as gym
+    except ImportError:
+        return False
+    return isinstance(env, (gym.vector.VectorEnv, gym.Env))
 
 
 def evaluate(agent: str | Path | Policy, env: Any = None, episodes: int = 100, greedy: bool = True,

@@ -221,7 +221,6 @@ def from_vector_env(venv, name: str = "") -> VecEnv:
     n = int(venv.num_envs)
     print(f"rtrl: {type(venv).__name__} cannot reset one sub-env at its episode's end (NEXT_STEP autoreset): "
           f"stepping {n} copies of gymnasium.make({spec.id!r}) instead", file=sys.stderr)
-    venv.close()
     return gym_vec_env(name or spec.id, [gym.make(spec.id, disable_env_checker=True, **kwargs) for _ in range(n)])
 
 
