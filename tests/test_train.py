@@ -203,16 +203,18 @@ def header_index(run, column: str) -> int:
     return (run / "metrics.csv").read_text().splitlines()[0].split(",").index(column)
 
 
-@pytest.mark.parametrize("env, algo, preset", [
-    ("CartPole-v1", "ppo", "ppo-vector"), ("PositionOnly/CartPole-v1", "ppo", "ppo-vector"),
-    ("Pendulum-v1", "ppo", "ppo-box"), ("rtrl-Recall-v0", "ppo", "ppo-memory"),
-    ("popgym-RepeatPreviousEasy-v0", "impala", "r2ac-memory"), ("ALE/Breakout-v5", "ppo", "ppo-pixels"),
-    ("CartPole-v1", "impala", "r2ac-vector"),
+@pytest.mark.parametrize("env, algo, core, preset", [
+    ("CartPole-v1", "ppo", None, "ppo-vector"), ("CartPole-v1", "ppo", "none", "ppo-vector-ff"),
+    ("PositionOnly/CartPole-v1", "ppo", "gru", "ppo-vector"), ("Pendulum-v1", "ppo", None, "ppo-box"),
+    ("Hopper-v5", "ppo", "none", "ppo-box-ff"), ("rtrl-Recall-v0", "ppo", "none", "ppo-memory"),
+    ("popgym-RepeatPreviousEasy-v0", "impala", None, "r2ac-memory"), ("ALE/Breakout-v5", "ppo", None, "ppo-pixels"),
+    ("CartPole-v1", "impala", "none", "r2ac-vector"),
 ])
-def test_the_preset_is_chosen_from_the_envs_family(env, algo, preset):
-    from rtrl.rl.config import preset_for
+def test_the_preset_is_chosen_from_the_envs_family(env, algo, core, preset):
+    from rtrl.rl.config import PRESETS, preset_for
 
-    assert preset_for(env, algo) == preset
+    assert preset_for(env, algo, core=core) == preset
+    assert PRESETS[preset].algo == ("ppo" if algo == "ppo" else "impala")
 
 
 def test_a_plain_command_says_its_preset_and_a_run_without_episodes_says_what_to_change(tmp_path, capsys):
@@ -222,7 +224,7 @@ def test_a_plain_command_says_its_preset_and_a_run_without_episodes_says_what_to
                  "--ppo-minibatches", "4", "--total-frames", "40", "--eval-episodes", "0", "--run-dir", str(run),
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "preset ppo-vector (discrete actions, vector observations" in err
+    assert "preset ppo-vector-ff (discrete actions, vector observations" in err
     assert "no training episode finished in 40 frames (4 envs, 10 steps each)" in err and "--total-frames" in err
     assert f"learning curve: {run / 'curve.png'}" in err
     cfg = json.loads((run / "config.json").read_text())

@@ -70,7 +70,7 @@ def _lend(env: Any, num_envs: int) -> tuple[str, VecEnv]:
     return name, vec
 
 
-def _chosen_preset(env: Any, algo: str) -> TrainConfig:
+def _chosen_preset(env: Any, algo: str, core: Optional[str]) -> TrainConfig:
     """The preset ``rtrl train`` would choose for ``env`` (a name, an adapted env, or a factory, which is
     called once to read its spaces), said in one line."""
     import sys
@@ -78,12 +78,12 @@ def _chosen_preset(env: Any, algo: str) -> TrainConfig:
     from rtrl.rl.config import describe_preset, preset_for
 
     if env is None or isinstance(env, str):
-        name = preset_for(env or TrainConfig.env, algo)
+        name = preset_for(env or TrainConfig.env, algo, core=core)
     elif isinstance(env, VecEnv):
-        name = preset_for(env.name, algo, EnvSpec.of(env))
+        name = preset_for(env.name, algo, EnvSpec.of(env), core)
     else:  # a factory
         probe = as_vec_env(env, 1)
-        name = preset_for(probe.name, algo, EnvSpec.of(probe))
+        name = preset_for(probe.name, algo, EnvSpec.of(probe), core)
         probe.close()
     print(f"rtrl: {describe_preset(name)}", file=sys.stderr)
     return PRESETS[name]
@@ -108,7 +108,7 @@ def train(cfg: Optional[TrainConfig] = None, env: Any = None, run_dir: Optional[
     if live and not callable(env) or _is_vector(env):  # adapt an env object once (a factory: below, n copies)
         env = as_vec_env(env)
     if cfg is None:
-        cfg = _chosen_preset(env if live else (env or options.get("env")), options.get("algo", "ppo"))
+        cfg = _chosen_preset(env if live else (env or options.get("env")), options.get("algo", "ppo"), options.get("core"))
     cfg = dataclasses.replace(cfg, **options)
     if not live:
         return train_run(dataclasses.replace(cfg, env=env or cfg.env), run_dir, resume, progress)

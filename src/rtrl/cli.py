@@ -73,8 +73,8 @@ def _add_train(sub) -> None:
                        description="Train an agent with R2AC (--algo impala, the default) or PPO (--algo ppo). "
                        "Environments: " + ", ".join(ENV_NAMES))
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="named preset (default: chosen from the env: ppo-vector, ppo-box, ppo-memory or ppo-pixels, "
-                   "r2ac-* with --algo impala; 'paper' is the paper's R2AC)")
+                   help="named preset (default: chosen from the env's family: ppo-vector, ppo-box, ppo-memory or "
+                   "ppo-pixels, their -ff twin for --core none, r2ac-* with --algo impala; 'paper' is the paper's R2AC)")
     p.add_argument("--algo", choices=ALGOS, default=None, help="ppo (the default) or impala (R2AC)")
     p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: the preset's, rtrl-rtu)")
     for f in dataclasses.fields(TrainConfig):
@@ -147,7 +147,7 @@ def _run_train(args) -> int:
 
     preset = args.preset
     if preset is None:  # chosen from the env's family, said in one line
-        preset = preset_for(args.env or TrainConfig.env, args.algo or "ppo")
+        preset = preset_for(args.env or TrainConfig.env, args.algo or "ppo", core=args.core)
         print(f"rtrl: {describe_preset(preset)}; --preset or any option changes it", file=sys.stderr)
     cfg = _config(PRESETS[preset], args)
     algo = "ppo-" if cfg.algo == "ppo" else ""

@@ -168,39 +168,50 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
                                                     unroll=50, total_frames=200_000_000, eval_episodes=30)
 
 # Presets chosen from the environment: `rtrl train` (and rtrl.api.train) without a preset picks one by
-# the env's family (`family_of`) and the algorithm (PPO unless --algo impala), prints it, and every
-# option given overrides it. Each family's PPO preset is the field's recipe for such tasks (cleanrl's and
-# rl-baselines3-zoo's, with observation normalisation, separate actor and critic, tanh, orthogonal init)
-# and the core docs/results.md recommends for a new task (the exact-RTRL RTU); docs/reference.md has
-# the measurements behind each value.
-_STANDARD = dict(obs_norm=True, critic="separate", activation="tanh", init="orthogonal")
+# the env's family (`family_of`), the algorithm (PPO unless --algo impala) and whether the core is
+# recurrent (the default, the exact-RTRL RTU docs/results.md recommends) or feedforward (`--core none`:
+# the `-ff` presets), prints it, and every option given overrides it. Each family's PPO preset is the
+# field's recipe for such tasks (rl-baselines3-zoo's, cleanrl's) with observation normalisation, tanh
+# MLPs and orthogonal init; docs/reference.md has the measurements behind each choice.
 FAMILIES = {
-    "vector": "discrete actions, vector observations (classic control, ...)",
-    "box": "Box actions, vector observations (MuJoCo, Pendulum, ...)",
-    "memory": "a memory task (rtrl-Recall, popgym, MiniGrid)",
-    "pixels": "image observations (Atari, ProcGen, Memory Gym, Memory Maze)",
+    "vector": "discrete actions, vector observations: classic control, ...",
+    "box": "Box actions, vector observations: MuJoCo, Pendulum, ...",
+    "memory": "a memory task: rtrl-Recall, popgym, MiniGrid",
+    "pixels": "image observations: Atari, ProcGen, Memory Gym, Memory Maze",
 }
+_STANDARD = dict(obs_norm=True, activation="tanh", init="orthogonal")
+# rl-baselines3-zoo's CartPole recipe (and sb3-contrib's for CartPoleNoVel): 8 envs x 32 steps, one
+# minibatch, 20 epochs, Adam 1e-3 decaying, gamma 0.98, GAE 0.8, no entropy bonus. The feedforward agent
+# has separate actor and critic MLPs (SB3's and cleanrl's); a recurrent core one trunk for both:
+# PositionOnly/CartPole-v1 with the RTU, 200 k frames, seed 1: shared 500 (475 reached at 122 k frames)
+# vs separate 167 (reached 475 at 145 k, then collapsed), at half the cost.
+_VECTOR = dict(num_envs=8, unroll=32, ppo_epochs=20, ppo_minibatches=1, lr=1e-3, discount=0.98, gae_lambda=0.8,
+               entropy_weight=0.0, reward_clip=0.0, total_frames=200_000, **_STANDARD)
+# cleanrl's MuJoCo recipe (ppo_continuous_action.py): 2048 steps an update, 10 epochs of 32 minibatches of
+# 64 transitions, Adam 3e-4 decaying, no entropy bonus, rewards divided by the running std of the discounted
+# return and clipped to ±10. A recurrent core's minibatch is whole envs' rollouts, each a 64-step exact-RTRL
+# pass: 32 of one env each ran ~1.8x slower per frame than 8 of 4 envs (PositionOnly/Hopper-v5, the RTU).
+_BOX = dict(num_envs=32, unroll=64, ppo_epochs=10, lr=3e-4, entropy_weight=0.0, reward_scale=True, reward_clip=10.0,
+            total_frames=1_000_000, **_STANDARD)
 PRESETS.update({
-    # rl-baselines3-zoo's CartPole recipe: 8 envs x 32 steps, one minibatch, 20 epochs, Adam 1e-3 decaying
-    "ppo-vector": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, num_envs=8, unroll=32,
-                                      ppo_epochs=20, ppo_minibatches=1, lr=1e-3, discount=0.98, gae_lambda=0.8,
-                                      entropy_weight=0.0, reward_clip=0.0, total_frames=200_000, **_STANDARD),
-    # cleanrl's MuJoCo recipe (ppo_continuous_action.py): 2048 steps an update, 32 minibatches, 10 epochs,
-    # Adam 3e-4 decaying, no entropy bonus, rewards scaled by the std of the return and clipped to ±10
-    "ppo-box": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, num_envs=32, unroll=64,
-                                   ppo_epochs=10, ppo_minibatches=32, lr=3e-4, entropy_weight=0.0, reward_scale=True,
-                                   reward_clip=10.0, total_frames=1_000_000, **_STANDARD),
-    # the `ppo` preset's sizes (measured on popgym and Recall: docs/scaling.md, docs/promise.md)
+    "ppo-vector": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, critic="shared", **_VECTOR),
+    "ppo-vector-ff": dataclasses.replace(PRESETS["ppo"], core="none", critic="separate", **_VECTOR),
+    "ppo-box": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, critic="shared",
+                                   ppo_minibatches=8, **_BOX),
+    "ppo-box-ff": dataclasses.replace(PRESETS["ppo"], core="none", critic="separate", ppo_minibatches=32, **_BOX),
+    # the `ppo` preset's sizes, measured on popgym and Recall (docs/scaling.md, docs/promise.md)
     "ppo-memory": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256),
     # cleanrl's Atari recipe (ppo_atari_lstm.py): 8 envs x 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1
     "ppo-pixels": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, stem="nature", num_envs=8,
                                       unroll=128, ppo_epochs=4, ppo_minibatches=4, lr=2.5e-4, clip_coef=0.1,
                                       total_frames=1_000_000, init="orthogonal"),
-    # R2AC (--algo impala): the `small` preset with the RTU at M = 5 (docs/results.md's choice for R2AC)
-    "r2ac-vector": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, obs_norm=True,
-                                       total_frames=500_000),
-    "r2ac-box": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, obs_norm=True,
-                                    entropy_weight=0.0, total_frames=1_000_000),
+    # R2AC (--algo impala): the `small` preset with the RTU at M = 5 (docs/results.md's choice for R2AC).
+    # 32 streams, not 256: CartPole-v1 at 500 k frames, feedforward, seed 1: 256 streams 253 (390 updates),
+    # 64 streams 500, 32 streams 500 (475 reached at 135 k); observation normalisation 253 vs 107 without.
+    "r2ac-vector": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, num_envs=32,
+                                       obs_norm=True, total_frames=500_000),
+    "r2ac-box": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, num_envs=32,
+                                    obs_norm=True, entropy_weight=0.0, total_frames=1_000_000),
     "r2ac-memory": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5),
     "r2ac-pixels": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, stem="nature",
                                        total_frames=1_000_000),
@@ -221,10 +232,11 @@ def family_of(env_name: str, spec: "EnvSpec") -> str:
 PIXEL_PREFIXES = ("ALE/", "procgen-", "MemoryMaze-", "MemoryGym-")
 
 
-def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = None) -> str:
-    """The name of the preset ``rtrl train --env env_name [--algo algo]`` starts from (see ``FAMILIES``).
-    ``spec``: the env's, if known; else rtrl's families are told by name and any other env is made
-    once to read its spaces."""
+def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = None, core: Optional[str] = None) -> str:
+    """The name of the preset ``rtrl train --env env_name [--algo algo] [--core core]`` starts from
+    (see ``FAMILIES``): ``<ppo|r2ac>-<family>``, or its ``-ff`` twin where one exists for ``core ==
+    "none"``. ``spec``: the env's, if known; else rtrl's families are told by name and any other env
+    is made once to read its spaces."""
     if spec is None and env_name.startswith(MEMORY_PREFIXES):
         family = "memory"
     elif spec is None and env_name.startswith(PIXEL_PREFIXES):
@@ -237,20 +249,22 @@ def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = Non
             spec = EnvSpec.of(probe)
             probe.close()
         family = family_of(env_name, spec)
-    return f"{'ppo' if algo == 'ppo' else 'r2ac'}-{family}"
+    name = f"{'ppo' if algo == 'ppo' else 'r2ac'}-{family}"
+    return f"{name}-ff" if core == "none" and f"{name}-ff" in PRESETS else name
 
 
 def describe_preset(name: str) -> str:
     """One line naming a preset's family and its main choices (printed at the start of a run)."""
-    cfg, family = PRESETS[name], name.split("-", 1)[-1]
+    cfg, family = PRESETS[name], name.split("-")[1] if name.count("-") else name
     algo = "PPO" if cfg.algo == "ppo" else "R2AC"
     sizes = f"{cfg.num_envs} envs x {cfg.unroll} steps"
     if cfg.algo == "ppo":
-        sizes += f", {cfg.ppo_epochs} epochs x {cfg.ppo_minibatches} minibatches"
+        sizes += f", {cfg.ppo_epochs} epochs x {cfg.ppo_minibatches} minibatch{'es' if cfg.ppo_minibatches > 1 else ''}"
+    core = "feedforward" if cfg.core == "none" else f"core {cfg.core} {cfg.hidden_size}"
     extras = [x for x, on in (("obs normalised", cfg.obs_norm), ("rewards scaled", cfg.reward_scale),
                               ("separate critic", cfg.critic == "separate")) if on]
-    return (f"preset {name} ({FAMILIES.get(family, family)}): {algo}, core {cfg.core} {cfg.hidden_size}, {sizes}, "
-            f"{cfg.optimizer} {cfg.lr:g}" + "".join(f", {x}" for x in extras))
+    return (f"preset {name} ({FAMILIES.get(family, family)}): {algo}, {core}, {sizes}, {cfg.optimizer} {cfg.lr:g}"
+            + "".join(f", {x}" for x in extras))
 
 
 MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address",
