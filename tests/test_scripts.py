@@ -41,6 +41,7 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must contain)
     "device_check": (["--device", "cpu", "--quick"], "summary"),
     "layers_cost": (["--sizes", "4", "8", "--steps", "2", "--segment", "2", "--reps", "1"], "exponent"),
     "peers": (["--seeds", "0", "--budget", "512"], "time ratio"),
+    "envpool_speed": (["--seconds", "0.05", "--num-envs", "2", "--envs", "CartPole-v1"], "rtrl"),
 }
 
 
