@@ -184,16 +184,19 @@ class MLPStem(nn.Module):
         return self.net(obs.to(self.net[0].weight.dtype))
 
 
-def _make_core(core: str, d: int, hidden_size: int, forget_bias: float) -> nn.Module:
-    """The recurrent core named ``core`` (see ``CORES``) for inputs of width ``d``."""
+def _make_core(core: str, d: int, hidden_size: int, forget_bias: float, activation: str = "relu") -> nn.Module:
+    """The recurrent core named ``core`` (see ``CORES``) for inputs of width ``d``; ``activation``: the
+    RTU's output nonlinearity (the other cores have their own)."""
     if core == "rtrl-elstm":
         return ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
     if core in ("tbptt-elstm", "bptt-elstm"):
         return ELSTM(d, hidden_size, learning="bptt", forget_bias=forget_bias)
     if core in ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu", "rtrl-diag", "tbptt-diag"):
         rule, cell = core.split("-")
-        layer = {"lru": LRU, "rtu": RTU, "diag": DiagonalLinearRNN}[cell]
-        return layer(d, hidden_size, learning="rtrl" if rule == "rtrl" else "bptt")
+        learning = "rtrl" if rule == "rtrl" else "bptt"
+        if cell == "rtu":
+            return RTU(d, hidden_size, learning=learning, activation=activation)
+        return {"lru": LRU, "diag": DiagonalLinearRNN}[cell](d, hidden_size, learning=learning)
     if core in ("rtrl2-lru", "tbptt2-lru", "bptt2-lru"):
         return TwoLayer("lru", d, hidden_size, learning="rtrl" if core.startswith("rtrl2") else "bptt")
     if core == "lstm":
@@ -255,7 +258,8 @@ class Agent(nn.Module):
     """Observation normaliser, encoder, core and heads. ``obs_shape`` of 3 dims is read as pixels ``(C, H, W)``.
 
     ``stem``: ``"auto"`` picks IMPALA's ResNet for pixels and an MLP for vectors; ``"nature"`` is
-    the DQN CNN for pixels (cheaper on a CPU). ``activation``: the MLP stem's (``"relu"`` or ``"tanh"``).
+    the DQN CNN for pixels (cheaper on a CPU). ``activation``: the MLP stem's (``"relu"`` or ``"tanh"``),
+    and the RTU core's output nonlinearity (tanh keeps the features of a long episode bounded).
 
     ``forget_bias`` is added to the eLSTM forget gate's bias at init (0 in the paper): a positive
     value makes the untrained state keep information longer.
@@ -311,7 +315,7 @@ class Agent(nn.Module):
         self.stem = make_stem()
         self.critic_stem = make_stem() if self.separate_critic else None
         d = self.stem.out_features + 1
-        make_core = lambda: _make_core(core, d, hidden_size, forget_bias)  # noqa: E731
+        make_core = lambda: _make_core(core, d, hidden_size, forget_bias, activation)  # noqa: E731
         self.core = Paired(make_core) if self.separate_critic else make_core()
         head_in = self.core.actor.hidden_size if self.separate_critic else self.core.hidden_size
         self.policy = nn.Linear(head_in, num_actions)

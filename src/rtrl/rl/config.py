@@ -66,7 +66,7 @@ class TrainConfig:
     obs_norm: bool = False  # normalise vector observations by running statistics (clipped to ±10)
     reward_scale: bool = False  # PPO: divide rewards by the running std of the discounted return (then reward_clip)
     critic: str = "shared"  # "separate": the value head has its own stem and core ("shared": one trunk)
-    activation: str = "relu"  # the MLP stem's: "relu" or "tanh"
+    activation: str = "relu"  # the MLP stem's and the RTU's output: "relu" or "tanh"
     init: str = "default"  # "orthogonal": stems and heads orthogonal, gains √2 / 0.01 (policy) / 1 (value)
 
     def validate(self) -> None:
