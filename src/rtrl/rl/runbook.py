@@ -19,7 +19,7 @@ import torch
 from rtrl.rl.actors import ActorLoop
 from rtrl.rl.agent import Agent
 from rtrl.rl.config import CHECKPOINT_KIND, MAY_CHANGE, EnvSpec, TrainConfig, build_agent
-from rtrl.runs import Run, RunError, load_checkpoint, load_newest
+from rtrl.runs import Run, RunError, load_checkpoint, load_newest, rng_state, set_rng_state
 
 
 class RunBook:
@@ -43,7 +43,7 @@ class RunBook:
             if ckpt is not None:
                 for key, module in modules.items():
                     module.load_state_dict(ckpt[key])
-                torch.set_rng_state(ckpt["torch_rng"])
+                set_rng_state(ckpt)  # the CPU's and, where the run used CUDA, the devices'
                 self.counters.update(ckpt["counters"])
                 self.counters["restarts"] += 1
         except BaseException:
@@ -79,7 +79,7 @@ class RunBook:
         if best:
             self.counters["best_return"] = self._mean_return
         state = {key: module.state_dict() for key, module in self.modules.items()}
-        self.run.save(dict(step=self.counters["frames"], torch_rng=torch.get_rng_state(),
+        self.run.save(dict(step=self.counters["frames"], **rng_state(),
                            counters=dict(self.counters), **state), self.kind, best=best)
 
     def after_update(self, updates: int, frames: int, mean_return: float, stats: dict) -> None:

@@ -43,7 +43,7 @@ import rtrl.nn
 from rtrl.approx import SnAp1LSTM, UOROLSTM
 from rtrl.nn import ELSTM
 from rtrl.utils import ProgressBar, resolve_device
-from rtrl.runs import Run, RunError
+from rtrl.runs import Run, RunError, rng_state, set_rng_state
 
 COPY, IGNORE = 2, -100
 METHODS = ("rtrl", "tbptt", "bptt", "lstm", "snap1", "uoro", "rtrl2", "tbptt2", "bptt2")
@@ -232,7 +232,7 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             train_gen.set_state(ckpt["data_rng"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            set_rng_state(ckpt)
             counters.update(ckpt["counters"])
 
     bar = ProgressBar(cfg.max_sequences, counters["sequences"], progress, unit="seq")
@@ -300,7 +300,7 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
 
 def _checkpoint(model, opt, gen, counters) -> dict:
     return dict(step=counters["sequences"], model=model.state_dict(), optimizer=opt.state_dict(),
-                data_rng=gen.get_state(), torch_rng=torch.get_rng_state(), counters=dict(counters))
+                data_rng=gen.get_state(), counters=dict(counters), **rng_state())
 
 
 def _plot_curve(run: Run) -> None:
