@@ -15,6 +15,7 @@ from rtrl.rl.agent import CORES, STEMS, Agent
 from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
+MAX_SEED = 100_000  # env seeds are seed * 10_007 + ...: kept below 2^31 (ALE's and others' seeds are 32-bit)
 ALGOS = ("impala", "ppo")  # R2AC (IMPALA + V-trace) or PPO; both with any core
 CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo"}
 
@@ -89,6 +90,13 @@ class TrainConfig:
             raise ValueError(f"batch_rollouts ({self.batch_rollouts}) cannot exceed num_actors ({self.num_actors}): "
                              "a batch never holds two rollouts of one actor")
         check_hyper_parameters(self)  # lr, grad_clip, discount, the loss weights: as the learner and PPO check them
+        # what seeds the envs (env seeds are derived from it, and some envs take 32-bit seeds) and the agent
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
+        if not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias}")
+        if self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {self.eval_episodes}")
 
     def _validate_ppo(self) -> None:
         if self.num_actors > 0:

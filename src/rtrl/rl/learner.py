@@ -155,6 +155,11 @@ def check_hyper_parameters(cfg) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, got {v}")
     if not (cfg.lr >= 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"lr must be a non-negative number, got {cfg.lr}")
+    # RMSProp's: a negative eps flips the step's sign, alpha >= 1 never forgets (or grows without end)
+    if not (cfg.rms_eps > 0 and math.isfinite(cfg.rms_eps)):
+        raise ValueError(f"rms_eps must be a positive number, got {cfg.rms_eps}")
+    if not 0 <= cfg.rms_alpha < 1:
+        raise ValueError(f"rms_alpha must be in [0, 1), got {cfg.rms_alpha}")
 
 
 def value_bound(cfg) -> float:

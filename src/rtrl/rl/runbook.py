@@ -107,10 +107,25 @@ def start_training(cfg: TrainConfig) -> tuple[Agent, EnvSpec]:
     probe = make_env(cfg.env, 1, seed=cfg.seed)
     spec = EnvSpec.of(probe)
     probe.close()
+    check_memory(cfg, spec)
     agent = build_agent(cfg, spec)
     if cfg.load_stem:
         load_stem(agent, cfg.load_stem)
     return agent, spec
+
+
+def check_memory(cfg: TrainConfig, spec: EnvSpec) -> None:
+    """Refuse, with the figure, sizes whose training memory exceeds what the learner's device has free
+    (:mod:`rtrl.budget`): the learner's weights, gradients and optimiser state, every stream's banked
+    state and sensitivities, and a copy of the weights per actor and one shared."""
+    from rtrl.budget import check_fits, training_bytes
+    from rtrl.utils import resolve_device
+
+    need = training_bytes(lambda: build_agent(cfg, spec), lambda a: a.initial_state(cfg.num_streams, learner=True),
+                          weight_copies=max(cfg.num_actors, 0) + 1)
+    check_fits(need, resolve_device(cfg.device), f"--hidden-size {cfg.hidden_size} with --encoder-width "
+               f"{cfg.encoder_width} and {cfg.num_streams} streams ({cfg.core})",
+               "choose a smaller --hidden-size, --encoder-width or --num-envs")
 
 
 def load_stem(agent: Agent, source: str | Path) -> None:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 import rtrl.nn
 from rtrl.approx import SnAp1LSTM, UOROLSTM
+from rtrl.budget import check_fits, training_bytes
 from rtrl.nn import ELSTM
 from rtrl.utils import ProgressBar, resolve_device
 from rtrl.runs import Run, RunError, rng_state, set_rng_state
@@ -91,6 +92,17 @@ class CopyConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        # the optimiser's numbers and the seeds, as R2AC and PPO check theirs: a negative clip is gradient ascent
+        for name in ("clip", "eps"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(self.betas)}")
+        if not 0 < self.target_accuracy <= 1:
+            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        for name in ("seed", "data_seed"):
+            if not 0 <= getattr(self, name) < 2**62:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)}")
         resolve_device(self.device)
 
     @property
@@ -216,6 +228,10 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
         cfg = dataclasses.replace(cfg, hidden_size=hidden_size_for(cfg.method, cfg.params, cfg.cell))
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    check_fits(training_bytes(lambda: CopyModel(cfg.method, cfg.hidden_size, cfg.cell),
+                              lambda m: m.initial_state(cfg.batch_size)), device,
+               f"the copy task's {cfg.method} model with --hidden-size {cfg.hidden_size} and --batch-size "
+               f"{cfg.batch_size}", "choose a smaller --hidden-size (or --params) or --batch-size")
     model = CopyModel(cfg.method, cfg.hidden_size, cfg.cell).to(device)  # initialised on the CPU: same on any device
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     train_gen = torch.Generator().manual_seed(cfg.data_seed)
