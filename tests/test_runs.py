@@ -315,3 +315,23 @@ def test_plot_titles_mixed_runs_and_refuses_an_unknown_metric(tmp_path, capsys):
     line = error_line(capsys.readouterr().err, "plot")
     assert "mean_retrun" in line and "mean_return" in line  # the metrics it does have
     assert not (tmp_path / "typo.png").exists()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_output_path_errors_are_one_line_for_every_format(tmp_path, capsys, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="--format onnx needs the 'export' extra: pip install 'rtrl[export]'")
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "160") == 0
+    (tmp_path / "notes").write_text("a file")
+    for out, why in ((tmp_path / "no-such-dir/policy.pt", "does not exist"),
+                     (tmp_path / "notes/policy.pt", "is a file, not a folder"),
+                     (tmp_path, "it is a folder")):
+        capsys.readouterr()
+        assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 2
+        line = error_line(capsys.readouterr().err, "export")
+        assert f"cannot write {out}" in line and why in line, line
+    good = tmp_path / "out" / "p.bin"
+    good.parent.mkdir()
+    assert main(["export", str(run), "--format", fmt, "--out", str(good)]) == 0
+    assert sorted(f.name for f in good.parent.iterdir()) == ["p.bin", "p.bin.json"]  # no temp file left
