@@ -301,7 +301,9 @@ class PPO:
 def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, progress: bool = True) -> dict:
     """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
     evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
+    from rtrl.rl.actors import ActorError, in_process_faults
     from rtrl.rl.envs import make_env
+    from rtrl.rl.envs.base import ObservationError
     from rtrl.rl.config import build_agent
     from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
     from rtrl.runs import signals_held
@@ -326,7 +328,8 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     in_row, finished = 0, False  # updates skipped in a row; whether the loop ran to its end
     try:
         while counters["frames"] < cfg.total_frames:
-            seg, episodes = collector.collect()
+            with in_process_faults():
+                seg, episodes = collector.collect()
             returns.extend(ret for ret, _ in episodes)
             counters["episodes"] += len(episodes)
             with signals_held():  # Ctrl-C/SIGTERM wait for the update and its counters
@@ -349,7 +352,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
                 book.after_update(ppo.updates, frames, mean_ret, stats)
             bar.update(frames, ret=mean_ret, upd=ppo.updates)
         finished = True
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ActorError, ObservationError):
         book.save()  # the weights as they are; frames and updates count finished iterations only
         raise
     finally:
