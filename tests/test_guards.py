@@ -239,3 +239,14 @@ def test_divergence_in_actor_processes_stops_the_learner(tmp_path):
     assert proc.returncode == 2, err
     line = error_line(err, "train")
     assert "diverged" in line and "--lr" in line
+
+
+def test_auto_means_the_cpu_in_the_ordinary_suite(tmp_path):
+    """On a GPU machine too: only tests/test_cuda.py runs on CUDA (conftest.py), in this process and in
+    every process a test starts."""
+    from rtrl.utils import resolve_device
+
+    assert resolve_device("auto").type == "cpu"
+    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "False" and os.environ["CUDA_VISIBLE_DEVICES"] == ""
