@@ -113,7 +113,8 @@ def preflight(device: str, out: Path) -> dict:
     try:
         import torch
 
-        info.update(torch=torch.__version__, cuda_build=torch.version.cuda, cuda_available=torch.cuda.is_available())
+        info.update(torch=torch.__version__, cuda_build=torch.version.cuda,
+                    cuda_available=torch.cuda.is_available())
     except Exception as e:
         return dict(ok=False, summary=f"torch does not import: {type(e).__name__}: {e}", **info)
     try:
@@ -123,7 +124,8 @@ def preflight(device: str, out: Path) -> dict:
     except Exception as e:
         return dict(ok=False, summary=f"rtrl does not import from {SRC}: {type(e).__name__}: {e}", **info)
     optional = {}
-    for name in ("pytest", "numpy", "gymnasium", "popgym", "onnx", "onnxruntime", "tqdm", "tensorboard", "matplotlib"):
+    for name in ("pytest", "numpy", "gymnasium", "popgym", "onnx", "onnxruntime", "tqdm", "tensorboard",
+                 "matplotlib"):
         try:
             importlib.import_module(name)
             optional[name] = True
@@ -142,8 +144,9 @@ def preflight(device: str, out: Path) -> dict:
         dev = torch.device(device)
         free, total = torch.cuda.mem_get_info(dev)
         props = torch.cuda.get_device_properties(dev)
-        info.update(device_name=props.name, capability=f"{props.major}.{props.minor}", devices=torch.cuda.device_count(),
-                    memory_free_gb=round(free / 1e9, 1), memory_total_gb=round(total / 1e9, 1),
+        info.update(device_name=props.name, capability=f"{props.major}.{props.minor}",
+                    devices=torch.cuda.device_count(), memory_free_gb=round(free / 1e9, 1),
+                    memory_total_gb=round(total / 1e9, 1),
                     cudnn=torch.backends.cudnn.version())
         try:
             smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -154,7 +157,8 @@ def preflight(device: str, out: Path) -> dict:
         x = torch.randn(256, 256, device=dev)
         torch.cuda.synchronize()
         info["matmul_ok"] = bool(torch.isfinite(x @ x).all())
-        what = f"{props.name} ({info['memory_free_gb']} of {info['memory_total_gb']} GB free), CUDA {torch.version.cuda}"
+        what = (f"{props.name} ({info['memory_free_gb']} of {info['memory_total_gb']} GB free), "
+                f"CUDA {torch.version.cuda}")
     else:
         from rtrl.budget import available_bytes, fmt_bytes
 
@@ -173,12 +177,13 @@ def step_tests(device: str, quick: bool, out: Path, tests: list[str]) -> dict:
     xml = out / "tests.xml"
     xml.unlink(missing_ok=True)
     # -v: each test's name is printed as it starts, so a step cut by its time limit shows which test hung
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "addopts=", "--tb=short", "-rfEs",
-           f"--junitxml={xml}", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "addopts=", "--tb=short",
+           "-rfEs", f"--junitxml={xml}", *tests]
     print(f"RTRL_TEST_DEVICE={device} {' '.join(cmd[1:])}", flush=True)
     code = subprocess.run(cmd, cwd=ROOT, env=child_env(RTRL_TEST_DEVICE=device)).returncode
     if not xml.is_file():
-        return dict(ok=False, summary=f"pytest ended with code {code} and wrote no report (collection error?)")
+        return dict(ok=False,
+                    summary=f"pytest ended with code {code} and wrote no report (collection error?)")
     failed, skipped, passed = [], [], 0
     for case in ET.parse(xml).getroot().iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name')}"
@@ -188,7 +193,8 @@ def step_tests(device: str, quick: bool, out: Path, tests: list[str]) -> dict:
         if bad is not None:
             text = (bad.text or "").strip().splitlines()
             reason = [line for line in text if line.startswith("E ")][:6] or text[-6:]
-            failed.append(dict(test=name, message=(bad.get("message") or "")[:500], reason="\n".join(reason)[:1500]))
+            failed.append(dict(test=name, message=(bad.get("message") or "")[:500],
+                               reason="\n".join(reason)[:1500]))
         elif skip is not None:
             skipped.append(dict(test=name, reason=(skip.get("message") or "")[:300]))
         else:
@@ -199,9 +205,11 @@ def step_tests(device: str, quick: bool, out: Path, tests: list[str]) -> dict:
     for s in skipped:  # every test here can run on the device it was given: a skip hides a check
         print(f"UNEXPECTED SKIP {s['test']}: {s['reason']}")
     ok = code == 0 and not failed and not skipped and passed > 0
-    summary = f"{passed} passed, {len(failed)} failed" + (f", {len(skipped)} skipped (unexpected)" if skipped else "")
+    summary = f"{passed} passed, {len(failed)} failed"
+    summary += f", {len(skipped)} skipped (unexpected)" if skipped else ""
     if failed:
-        summary += "; first failure: " + failed[0]["test"] + ": " + (failed[0]["message"] or failed[0]["reason"])[:200]
+        first = failed[0]
+        summary += f"; first failure: {first['test']}: {(first['message'] or first['reason'])[:200]}"
     return dict(ok=ok, summary=summary, passed=passed, failed=failed, skipped=skipped)
 
 
@@ -270,9 +278,9 @@ def step_syncs(device: str, quick: bool) -> dict:
     env.close()
     if not cuda:
         return dict(ok=True, summary="updates ran on the CPU; syncs counted on a GPU only", **out)
-    return dict(ok=True, summary=f"host syncs per update: R2AC {out['r2ac']['syncs']}, PPO {out['ppo']['syncs']} "
-                                 f"(where: {json.dumps(out['r2ac']['where'])}; {json.dumps(out['ppo']['where'])})",
-                **out)
+    where = f"{json.dumps(out['r2ac']['where'])}; {json.dumps(out['ppo']['where'])}"
+    counts = f"R2AC {out['r2ac']['syncs']}, PPO {out['ppo']['syncs']}"
+    return dict(ok=True, summary=f"host syncs per update: {counts} (where: {where})", **out)
 
 
 def step_modules(device: str, quick: bool, budget: float) -> dict:
@@ -282,8 +290,8 @@ def step_modules(device: str, quick: bool, budget: float) -> dict:
         proc = subprocess.run([sys.executable, "benchmarks/rtrl_speed.py", *args], cwd=ROOT, env=child_env(),
                               timeout=max(budget - 5, 1))
     except subprocess.TimeoutExpired:
-        return dict(ok=False, summary=f"rtrl_speed.py timed out after {budget - 5:.0f} s (the tables it finished "
-                                      "are above, in modules.log)")
+        return dict(ok=False, summary=f"rtrl_speed.py timed out after {budget - 5:.0f} s "
+                                      "(the tables it finished are above, in modules.log)")
     return dict(ok=proc.returncode == 0, summary=f"rtrl_speed.py exit {proc.returncode} (tables above)")
 
 
@@ -332,8 +340,8 @@ def step_dense(device: str, quick: bool) -> dict:
             print(f"{kind:>12} | {n:>6} | {ms:10.3f}", flush=True)
     dense = [(n, ms) for k, n, ms in rows if k == "dense RNN"]
     grow = dense[-1][1] / dense[-2][1] if len(dense) > 1 else float("nan")
-    return dict(ok=True, summary=f"dense RNN x{grow:.1f} per doubling of N at N={dense[-1][0]} (theory up to 16); "
-                                 "eLSTM rows above", rows=rows)
+    return dict(ok=True, summary=f"dense RNN x{grow:.1f} per doubling of N at N={dense[-1][0]} "
+                                 "(theory up to 16); eLSTM rows above", rows=rows)
 
 
 def step_r2ac(device: str, quick: bool, budget: float, env_name: str) -> dict:
@@ -345,8 +353,9 @@ def step_r2ac(device: str, quick: bool, budget: float, env_name: str) -> dict:
     for i, dev in enumerate(devices):
         left = budget - 2
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env_name, "--core", "rtrl-lru", "--total-frames",
-                   str(frames), "--device", dev, "--eval-episodes", "20", "--run-dir", f"{tmp}/run", "--no-progress"]
+            cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env_name, "--core", "rtrl-lru",
+                   "--total-frames", str(frames), "--device", dev, "--eval-episodes", "20",
+                   "--run-dir", f"{tmp}/run", "--no-progress"]
             t0 = time.perf_counter()
             try:
                 proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True,
@@ -366,11 +375,12 @@ def step_r2ac(device: str, quick: bool, budget: float, env_name: str) -> dict:
             continue
         greedy = out.get("eval", {}).get("greedy", {}).get("mean")
         results[dev] = dict(fps=frames / wall, wall_s=round(wall, 1), greedy=greedy)
-        print(f"--device {dev}: {frames / wall:,.0f} frames/s end to end (wall {wall:.1f} s, start-up included), "
-              f"greedy return {greedy}", flush=True)
+        print(f"--device {dev}: {frames / wall:,.0f} frames/s end to end (wall {wall:.1f} s, start-up "
+              f"included), greedy return {greedy}", flush=True)
     summary = "; ".join(f"{k}: {v['fps']:,.0f} frames/s" for k, v in results.items())
     if device in results and "cpu" in results and device != "cpu":
-        summary = f"{device}/cpu end-to-end frames/s: {results[device]['fps'] / results['cpu']['fps']:.2f} ({summary})"
+        ratio = results[device]["fps"] / results["cpu"]["fps"]
+        summary = f"{device}/cpu end-to-end frames/s: {ratio:.2f} ({summary})"
     return dict(ok=not errors, summary="; ".join([summary] + errors).strip("; "), env=env_name, frames=frames,
                 results=results)
 
@@ -388,7 +398,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every step")
     ap.add_argument("--out", default=os.environ.get("OUT") or "device_check_out",
-                    help="folder for device_check.json and each step's log (default: $OUT, else ./device_check_out)")
+                    help="folder for device_check.json and each step's log "
+                    "(default: $OUT, else ./device_check_out)")
     ap.add_argument("--budget", type=float, default=470.0, help="seconds for the whole check (default 470)")
     ap.add_argument("--only", default="", help="comma-separated steps to run (default: all): "
                     + ", ".join(name for name, _ in STEPS))
@@ -427,9 +438,10 @@ def main() -> None:
     only = [s for s in args.only.split(",") if s]
     unknown = set(only) - {name for name, _ in STEPS}
     if unknown:
-        raise SystemExit(f"unknown step(s) {', '.join(sorted(unknown))}; steps: {', '.join(n for n, _ in STEPS)}")
-    report = dict(device=args.device, quick=args.quick, budget_s=args.budget, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  steps={})
+        raise SystemExit(f"unknown step(s) {', '.join(sorted(unknown))}; "
+                         f"steps: {', '.join(n for n, _ in STEPS)}")
+    report = dict(device=args.device, quick=args.quick, budget_s=args.budget,
+                  started=time.strftime("%Y-%m-%dT%H:%M:%S"), steps={})
     me = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--out", str(out)] + \
         (["--quick"] if args.quick else [])
 
@@ -441,11 +453,12 @@ def main() -> None:
             timeout = min(limit, left)
             print(f"\n== {name} (limit {timeout:.0f} s) ==", flush=True)
             t0 = time.perf_counter()
-            code, text = run_logged([*me, "--step", name, "--budget", str(timeout), *extra], out / f"{name}.log",
-                                    timeout)
+            cmd = [*me, "--step", name, "--budget", str(timeout), *extra]
+            code, text = run_logged(cmd, out / f"{name}.log", timeout)
             result = parse_result(text)
             if code == 124:
-                result.update(ok=False, summary=f"timed out after {timeout:.0f} s (partial output in {name}.log)")
+                result.update(ok=False, summary=f"timed out after {timeout:.0f} s "
+                                                f"(partial output in {name}.log)")
             result["status"] = "ok" if result.get("ok") else ("timeout" if code == 124 else "failed")
             result["seconds"] = round(time.perf_counter() - t0, 1)
         report["steps"][name] = result

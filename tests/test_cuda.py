@@ -198,7 +198,7 @@ def test_a_run_resumes_across_devices(tmp_path, algo):
     first = train(dataclasses.replace(base, device=str(CUDA)), tmp_path / "run", progress=False)
     ckpt = load_checkpoint(tmp_path / "run/checkpoints/latest.pt", kind)
     raw = torch.load(tmp_path / "run/checkpoints/latest.pt", weights_only=True)  # no map_location: as saved
-    assert all(t.device.type == "cpu" for t in raw["agent"].values())  # saved as CPU tensors (docs/scaling.md)
+    assert all(t.device.type == "cpu" for t in raw["agent"].values())  # saved as CPU tensors
     if CUDA.type == "cuda":  # the CUDA RNG beside the CPU's, and restored on resume
         assert len(ckpt["cuda_rng"]) == torch.cuda.device_count()
         set_rng_state(ckpt)
@@ -207,8 +207,8 @@ def test_a_run_resumes_across_devices(tmp_path, algo):
         assert torch.equal(a, torch.rand(3, device=CUDA))
     second = train(dataclasses.replace(base, device="cpu", total_frames=400), tmp_path / "run", resume=True,
                    progress=False)
-    third = train(dataclasses.replace(base, device=str(CUDA), total_frames=600), tmp_path / "run", resume=True,
-                  progress=False)
+    third = train(dataclasses.replace(base, device=str(CUDA), total_frames=600), tmp_path / "run",
+                  resume=True, progress=False)
     assert (first["frames"], second["frames"], third["frames"]) == (200, 400, 600)
     assert third["updates"] == 3 * first["updates"]
 
@@ -233,6 +233,7 @@ def test_a_cuda_trained_run_exports_and_acts_on_the_cpu(tmp_path):
     except ImportError:
         return
     sess = ort.InferenceSession(str(export(tmp_path / "run", "onnx")))
-    out = sess.run(None, dict(obs=obs.numpy(), prev_reward=reward.numpy(), first=first.numpy(), state=state.numpy()))
+    feed = dict(obs=obs.numpy(), prev_reward=reward.numpy(), first=first.numpy(), state=state.numpy())
+    out = sess.run(None, feed)
     for a, b in zip(out, want):
         assert torch.allclose(torch.as_tensor(a).float(), b.float(), atol=1e-5)

@@ -63,13 +63,13 @@ def same(a: list[torch.Tensor], agent) -> bool:
     (["--value-weight", "nan"], "value_weight must be a finite number >= 0"),
     (["--entropy-weight", "inf"], "entropy_weight must be a finite number >= 0"),
     (["--algo", "ppo", "--grad-clip", "0"], "grad_clip must be a positive number"),
-    (["--seed", "-1", "--num-actors", "1"], "seed must be an integer in [0, 100000]"),  # killed actors, 101 times
+    (["--seed", "-1", "--num-actors", "1"], "seed must be an integer in [0, 100000]"),  # killed 101 actors
     (["--algo", "ppo", "--seed", "-1"], "seed must be an integer in [0, 100000]"),
     (["--rms-eps", "-1"], "rms_eps must be a positive number"),  # flipped the step's sign
     (["--rms-alpha", "2"], "rms_alpha must be in [0, 1)"),  # was reported as divergence
     (["--algo", "ppo", "--rms-alpha", "1"], "rms_alpha must be in [0, 1)"),
     (["--forget-bias", "nan"], "forget_bias must be a finite number"),
-    (["--hidden-size", "1000000000"], "--hidden-size 1000000000 with --encoder-width 64"),  # an allocator traceback
+    (["--hidden-size", "1000000000"], "--hidden-size 1000000000 with --encoder-width 64"),  # was a traceback
     (["--algo", "ppo", "--core", "lstm", "--hidden-size", "100000000"], "needs at least"),
 ])
 def test_bad_hyper_parameters_are_refused(tmp_path, capsys, args, message):

@@ -60,8 +60,9 @@ def test_an_observation_whose_shape_changes_is_refused_at_the_adapter(fault):
 @pytest.mark.parametrize("algo, fault", [("impala", "Shrink"), ("impala", "Grow"), ("ppo", "Shrink")])
 def test_the_run_stops_with_one_line_and_a_checkpoint(tmp_path, capsys, algo, fault):
     run = tmp_path / "run"
-    args = ["train", "--algo", algo, "--env", f"byo_envs:Faulty{fault}-v0", "--num-envs", "2", "--unroll", "4",
-            "--total-frames", "400", "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]
+    args = ["train", "--algo", algo, "--env", f"byo_envs:Faulty{fault}-v0", "--num-envs", "2",
+            "--unroll", "4", "--total-frames", "400", "--eval-episodes", "0", "--run-dir", str(run),
+            "--no-progress"]
     if algo == "ppo":
         args += ["--ppo-minibatches", "1"]
     else:
@@ -73,7 +74,8 @@ def test_the_run_stops_with_one_line_and_a_checkpoint(tmp_path, capsys, algo, fa
 
 
 def test_in_an_actor_process_too_and_without_restarts(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
     cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", "byo_envs:FaultyGrow-v0", "--num-actors", "1",
            "--num-envs", "2", "--unroll", "4", "--total-frames", "400", "--eval-episodes", "0",
            "--run-dir", str(tmp_path / "run"), "--no-progress"]
@@ -87,7 +89,8 @@ def test_in_an_actor_process_too_and_without_restarts(tmp_path):
         except ProcessLookupError:
             pass
     assert proc.returncode == 2, err
-    assert f"byo_envs:FaultyGrow-v0: env 0's observation at step 2 {SHAPES['Grow']}" in error_line(err, "train")
+    line = error_line(err, "train")
+    assert f"byo_envs:FaultyGrow-v0: env 0's observation at step 2 {SHAPES['Grow']}" in line
     assert "restarting" not in err  # restarting cannot fix an env's shapes
 
 
@@ -95,8 +98,8 @@ def test_nan_inside_finite_bounds_is_outside_the_space():
     env = make_env("byo_envs:FaultyNan-v0", 2)
     env.reset(0)
     env.step(np.zeros(2, np.int64))
-    with pytest.raises(ObservationError, match=r"env 0's observation at step 2 holds NaN/Inf at entries \[1\], "
-                                               "where its space's bounds are finite"):
+    with pytest.raises(ObservationError, match=r"env 0's observation at step 2 holds NaN/Inf at entries "
+                                               r"\[1\], where its space's bounds are finite"):
         env.step(np.zeros(2, np.int64))
     # an env without declared bounds (rtrl's own Recall) hands NaN on to the learners' guards (test_guards.py)
     assert make_env("rtrl-Recall-v0", 2).obs_finite is None
@@ -112,7 +115,8 @@ def test_discrete_values_out_of_range_are_refused_not_wrapped():
     _, encode = _space_encoder(gym.spaces.MultiDiscrete([2, 3]))
     with pytest.raises(ObservationError, match=r"is \[1, 3\], outside"):
         encode(np.array([1, 3]))
-    _, encode = _space_encoder(gym.spaces.Dict({"a": gym.spaces.Box(0, 1, (2,)), "b": gym.spaces.Discrete(2)}))
+    space = gym.spaces.Dict({"a": gym.spaces.Box(0, 1, (2,)), "b": gym.spaces.Discrete(2)})
+    _, encode = _space_encoder(space)
     with pytest.raises(ObservationError, match=r"has shape \(3,\) \(its part \['a'\]\)"):
         encode({"a": np.zeros(3), "b": 0})
 
@@ -126,7 +130,8 @@ class WrongBatch(RecallVecEnv):
 
     def _reset(self, seed):
         obs = super()._reset(seed)
-        return {"shape": obs[:, :3], "dtype": obs.astype(np.complex64), "float64": obs.astype(np.float64)}[self.bad]
+        bad = {"shape": obs[:, :3], "dtype": obs.astype(np.complex64), "float64": obs.astype(np.float64)}
+        return bad[self.bad]
 
 
 def test_a_users_vecenv_batch_is_checked_for_shape_and_dtype():

@@ -119,8 +119,8 @@ def cli(args: list[str], fault: str = "", timeout: float = 120) -> subprocess.Co
     ``tests/`` importable (``byo_envs``) and ``BYO_FAULT`` set to ``fault``."""
     env = dict(os.environ, BYO_FAULT=fault,
                PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -143,10 +143,11 @@ def test_an_env_that_keeps_raising_in_an_actor_stops_the_run_resumably(tmp_path)
     assert p.stderr.count("RuntimeError: the simulator crashed") == 3  # the traceback, the warning, the error
     assert "restarting it in 1 s (restart 1 of 1 in a row)" in p.stderr
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("rtrl train: error: actor 0 failed 2 times in a row (last: RuntimeError: the simulator "
-                           "crashed)") and "--resume" in last and "--actor-restarts" in last, last
+    assert last.startswith("rtrl train: error: actor 0 failed 2 times in a row "
+                           "(last: RuntimeError: the simulator crashed)"), last
+    assert "--resume" in last and "--actor-restarts" in last, last
     assert load_checkpoint(run / "checkpoints/latest.pt", "r2ac")["step"] == 0
-    p = cli([*args, "--resume", "--total-frames", "600"])  # the env fixed: the run goes on from its checkpoint
+    p = cli([*args, "--resume", "--total-frames", "600"])  # the env fixed: the run goes on from there
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["frames"] == 600
 

@@ -320,7 +320,8 @@ def test_plot_titles_mixed_runs_and_refuses_an_unknown_metric(tmp_path, capsys):
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_output_path_errors_are_one_line_for_every_format(tmp_path, capsys, fmt):
     if fmt == "onnx":
-        pytest.importorskip("onnx", reason="--format onnx needs the 'export' extra: pip install 'rtrl[export]'")
+        pytest.importorskip("onnx", reason="--format onnx needs the 'export' extra: pip install "
+                                           "'rtrl[export]'")
     run = tmp_path / "run"
     assert train_cli(run, "--total-frames", "160") == 0
     (tmp_path / "notes").write_text("a file")

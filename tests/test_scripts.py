@@ -71,10 +71,13 @@ def test_planted_hang():
 
 def test_device_check_reports_a_failing_test_with_its_reason_and_fails_on_a_skip(tmp_path):
     (tmp_path / "test_planted.py").write_text(PLANTED)
-    out = subprocess.run([sys.executable, str(BENCH / "device_check.py"), "--device", "cpu", "--quick", "--only", "tests",
-                          "--out", str(tmp_path / "out"), "--tests", "tests/test_cuda.py::test_inference_path_on_cuda",
-                          f"{tmp_path}/test_planted.py::test_planted_failure", f"{tmp_path}/test_planted.py::test_planted_skip"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OUT=""))
+    planted = f"{tmp_path}/test_planted.py"
+    out = subprocess.run([sys.executable, str(BENCH / "device_check.py"), "--device", "cpu", "--quick",
+                          "--only", "tests", "--out", str(tmp_path / "out"),
+                          "--tests", "tests/test_cuda.py::test_inference_path_on_cuda",
+                          f"{planted}::test_planted_failure", f"{planted}::test_planted_skip"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OUT=""))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "planted failure: the reason must reach the report" in out.stdout
     assert "UNEXPECTED SKIP" in out.stdout and "planted skip" in out.stdout
@@ -86,9 +89,11 @@ def test_device_check_reports_a_failing_test_with_its_reason_and_fails_on_a_skip
 
 def test_device_check_ends_within_its_budget_and_keeps_what_it_has(tmp_path):
     (tmp_path / "test_planted.py").write_text(PLANTED)
-    out = subprocess.run([sys.executable, str(BENCH / "device_check.py"), "--device", "cpu", "--quick", "--budget", "30",
-                          "--only", "tests,syncs", "--tests", f"{tmp_path}/test_planted.py::test_planted_hang"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=dict(os.environ, OUT=str(tmp_path)))
+    out = subprocess.run([sys.executable, str(BENCH / "device_check.py"), "--device", "cpu", "--quick",
+                          "--budget", "30", "--only", "tests,syncs",
+                          "--tests", f"{tmp_path}/test_planted.py::test_planted_hang"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, OUT=str(tmp_path)))
     assert out.returncode == 1, out.stdout + out.stderr
     report = json.loads((tmp_path / "device_check.json").read_text())  # $OUT, written as each step ended
     assert report["steps"]["preflight"]["status"] == "ok"
@@ -118,7 +123,7 @@ NEEDS = {  # experiments whose envs come with an optional package: (module, what
      "layers_rl_table.md"),
 ])
 def test_experiment_runs(tmp_path, script, args, writes):
-    for module, extra in NEEDS.get(script, ()):  # an optional suite skips without its package (CI installs it)
+    for module, extra in NEEDS.get(script, ()):  # skipped without its package (CI installs it, and fails)
         pytest.importorskip(module, reason=f"experiments/{script} needs {module}: pip install {extra}")
     path = EXP / (f"{script}.py" if "/" in script else f"{script}/run.py")
     run([str(path), *args, "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],

@@ -84,4 +84,5 @@ def check_fits(need: float, device: torch.device, what: str, fix: str) -> None:
         return
     figure = "more than any machine holds" if need == float("inf") else f"at least {fmt_bytes(need)}"
     where = "this machine" if device.type == "cpu" else str(device)
-    raise ValueError(f"{what} needs {figure} of memory to train, but {where} has {fmt_bytes(free)} free: {fix}")
+    raise ValueError(f"{what} needs {figure} of memory to train, but {where} has {fmt_bytes(free)} free: "
+                     f"{fix}")

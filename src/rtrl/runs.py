@@ -188,8 +188,8 @@ def verify_archive(path: Path) -> None:
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
         raise RunError(f"{path} is corrupt (a damaged archive: {e}); restore a good copy") from None
     if bad is not None:
-        raise RunError(f"{path} is corrupt (its entry {bad} fails its CRC check: the file changed after it was "
-                       "written); restore a good copy")
+        raise RunError(f"{path} is corrupt (its entry {bad} fails its CRC check: the file changed after it "
+                       "was written); restore a good copy")
 
 
 def non_finite_entry(obj: Any, where: str = "") -> Optional[str]:

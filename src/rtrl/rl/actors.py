@@ -50,7 +50,7 @@ from rtrl.utils import copy_weights_
 
 SLOTS_PER_ACTOR = 2
 ACTOR_TIMEOUT_S = 120.0  # no rollout from an actor for this long, while the learner waits for it: a fault
-BACKOFF_S = 1.0  # wait before the first restart of a failed actor; each further one in a row waits twice as long
+BACKOFF_S = 1.0  # before a failed actor's first restart; each further one in a row: twice as long
 HEALTHY_ROLLOUTS = 10  # rollouts after which a restarted actor's faults in a row are forgotten
 
 
@@ -112,12 +112,13 @@ class Faults:
         self.delivered_since[k] = 0
         n = self.in_row[k]
         if n == 1 and trace:  # the env's own message and traceback, once per run of faults
-            print(f"{self.what} {k} raised an exception (in its environment or acting code):\n{trace.rstrip()}",
-                  file=sys.stderr, flush=True)
+            print(f"{self.what} {k} raised an exception (in its environment or acting code):\n"
+                  f"{trace.rstrip()}", file=sys.stderr, flush=True)
         if n > self.max_restarts:
-            raise ActorError(f"{self.what} {k} failed {n} time{'s' * (n > 1)} in a row (last: {line}); the run "
-                             "stopped and its last checkpoint is kept: fix the cause, then continue with --resume "
-                             f"(--actor-restarts, now {self.max_restarts}, sets the restarts allowed in a row)")
+            raise ActorError(f"{self.what} {k} failed {n} time{'s' * (n > 1)} in a row (last: {line}); "
+                             "the run stopped and its last checkpoint is kept: fix the cause, then continue "
+                             f"with --resume (--actor-restarts, now {self.max_restarts}, sets the restarts "
+                             "allowed in a row)")
         delay = BACKOFF_S * 2 ** (n - 1)
         print(f"warning: {self.what} {k} failed ({line}); restarting it in {delay:g} s (restart {n} of "
               f"{self.max_restarts} in a row), its streams start new episodes", file=sys.stderr, flush=True)
@@ -437,7 +438,8 @@ class LocalActors:
             for k in pending:
                 if self.procs[k].sentinel in ready:
                     self._receive(k)  # its last words: a fault report sent before it ended
-                    line, trace = self.reports.pop(k, (f"its process ended (exit code {self.procs[k].exitcode})", ""))
+                    ended = f"its process ended (exit code {self.procs[k].exitcode})"
+                    line, trace = self.reports.pop(k, (ended, ""))
                     self._fail(k, line, trace)
                 elif not self.waiting[k] and now - max(self.heard[k], start) > timeout_s:
                     self._fail(k, f"no rollout for {timeout_s:.0f} s: a hung environment?")

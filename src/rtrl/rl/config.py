@@ -53,7 +53,7 @@ class TrainConfig:
     device: str = "auto"  # the learner's: "auto" (CUDA when present), "cpu", "cuda", "cuda:<i>"; actors act on the CPU
     load_stem: str = ""  # a run folder or checkpoint whose stem (encoder) initialises this agent's
     freeze_stem: bool = False  # keep the stem fixed (the paper's DMLab recipe: pretrain with TBPTT, freeze)
-    actor_restarts: int = 3  # restarts in a row of an actor that keeps failing (back-off 1 s, 2 s, 4 s...), then stop
+    actor_restarts: int = 3  # restarts in a row of a failing actor (after 1 s, 2 s, 4 s...), then stop
     backend: str = "local"  # actors as local processes ("local") or Ray actors ("ray"); with num_actors >= 1
     ray_address: str = ""  # join this Ray cluster (empty: start a local Ray instance)
     # PPO only (algo = "ppo"); value_weight and entropy_weight above are PPO's vf_coef and ent_coef
@@ -97,7 +97,8 @@ class TrainConfig:
         if not math.isfinite(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias}")
         if self.actor_restarts < 0:
-            raise ValueError(f"actor_restarts must be >= 0 (0: the first fault stops the run), got {self.actor_restarts}")
+            raise ValueError(f"actor_restarts must be >= 0 (0: the first fault stops the run), "
+                             f"got {self.actor_restarts}")
         if self.eval_episodes < 0:
             raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {self.eval_episodes}")
 

@@ -91,7 +91,7 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
             bar.update(frames, ret=mean_ret, upd=learner.updates)
         finished = True
     except (KeyboardInterrupt, ActorError, ObservationError):
-        book.save()  # Ctrl-C, or an env that keeps failing, loses nothing: the state after the last finished update
+        book.save()  # Ctrl-C, or an env that keeps failing, loses nothing: the state after the last update
         raise
     finally:
         bar.close()

@@ -255,8 +255,9 @@ class Learner:
         losses.total.backward()  # a NaN loss gives NaN gradients: step() skips them, having read the loss
         values = values.detach()
         self._top_value = values.abs().max() if values.numel() else values.new_zeros(())
-        stats = dict(loss=losses.total.detach(), policy_loss=losses.policy.detach(), value_loss=losses.value.detach(),
-                     entropy_loss=losses.entropy.detach(), mean_value=values.mean())
+        stats = dict(loss=losses.total.detach(), policy_loss=losses.policy.detach(),
+                     value_loss=losses.value.detach(), entropy_loss=losses.entropy.detach(),
+                     mean_value=values.mean())
         return stats, state
 
     def step(self, r: Rollout, state: RecurrentState, stats: dict) -> None:

@@ -250,8 +250,9 @@ def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, chec
                 torch.jit.trace(policy, inputs, check_trace=False).save(str(tmp))
             else:
                 batch = {0: "batch"}
-                torch.onnx.export(policy, inputs, str(tmp), input_names=list(INPUTS), output_names=list(OUTPUTS),
-                                  dynamic_axes={n: batch for n in INPUTS + OUTPUTS}, opset_version=17, dynamo=False)
+                io = dict(input_names=list(INPUTS), output_names=list(OUTPUTS),
+                          dynamic_axes={n: batch for n in INPUTS + OUTPUTS})
+                torch.onnx.export(policy, inputs, str(tmp), **io, opset_version=17, dynamo=False)
         os.replace(tmp, out)
     except OSError as e:
         raise RunError(describe_os_error(e, out)) from None
@@ -279,6 +280,8 @@ def check_output_path(out: Path) -> None:
         what = "is a file, not a folder" if parent.exists() else "does not exist"
         raise RunError(f"cannot write {out}: the folder {parent} {what}; create it, or choose another --out")
     if out.is_dir():
-        raise RunError(f"cannot write {out}: it is a folder; give a file name, e.g. --out {out / 'policy.pt'}")
+        raise RunError(f"cannot write {out}: it is a folder; give a file name, "
+                       f"e.g. --out {out / 'policy.pt'}")
     if not os.access(parent, os.W_OK):
-        raise RunError(f"cannot write {out}: the folder {parent} is not writable for you; choose another --out")
+        raise RunError(f"cannot write {out}: the folder {parent} is not writable for you; "
+                       "choose another --out")

@@ -277,7 +277,7 @@ class PPO:
                                          "update skipped, weights kept",
                                          source="loss" if not finite[0] else "gradient")
                 self.opt.step()
-                for k, v in dict(stats, grad_norm=grad_norm).items():  # summed where they are, read once below
+                for k, v in dict(stats, grad_norm=grad_norm).items():  # summed where they are; read below
                     sums[k] = sums.get(k, 0.0) + v.detach().double()
                 n += 1
         lr = self.opt.lr
@@ -288,8 +288,8 @@ class PPO:
             var = ret.var()
             explained = torch.where(var > 0, 1 - (ret - seg.value[:T]).var() / var, float("nan"))
             names = list(sums)
-            read = torch.stack([sums[k] / n for k in names]
-                               + [seg.value[:T].mean().double(), explained.double()]).tolist()  # one host sync
+            read = torch.stack([sums[k] / n for k in names]  # the update's one host sync
+                               + [seg.value[:T].mean().double(), explained.double()]).tolist()
         out = dict(zip(names, read[:-2]))
         out.update(lr=lr, mean_value=read[-2], explained_variance=read[-1])
         return out, carried.detach()

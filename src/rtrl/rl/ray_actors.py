@@ -127,7 +127,8 @@ class RayActors:
                 now = time.monotonic()
                 for ref in waiting:
                     if now - max(self.sent[ref], start) > timeout_s:
-                        self._fail(self.inflight[ref], f"no rollout for {timeout_s:.0f} s: a hung environment?")
+                        self._fail(self.inflight[ref],
+                                   f"no rollout for {timeout_s:.0f} s: a hung environment?")
                 continue
             ref = ready[0]
             k = self.inflight.pop(ref)

@@ -121,7 +121,8 @@ def check_memory(cfg: TrainConfig, spec: EnvSpec) -> None:
     from rtrl.budget import check_fits, training_bytes
     from rtrl.utils import resolve_device
 
-    need = training_bytes(lambda: build_agent(cfg, spec), lambda a: a.initial_state(cfg.num_streams, learner=True),
+    need = training_bytes(lambda: build_agent(cfg, spec),
+                          lambda a: a.initial_state(cfg.num_streams, learner=True),
                           weight_copies=max(cfg.num_actors, 0) + 1)
     check_fits(need, resolve_device(cfg.device), f"--hidden-size {cfg.hidden_size} with --encoder-width "
                f"{cfg.encoder_width} and {cfg.num_streams} streams ({cfg.core})",

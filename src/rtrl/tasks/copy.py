@@ -93,7 +93,7 @@ class CopyConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
-        # the optimiser's numbers and the seeds, as R2AC and PPO check theirs: a negative clip is gradient ascent
+        # the optimiser's numbers and the seeds, checked as R2AC and PPO check theirs (a clip < 0: ascent)
         for name in ("clip", "eps"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
@@ -280,8 +280,8 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
                 batch_loss = batch_loss + loss.detach()
         batch_loss = float(batch_loss)
         if not math.isfinite(batch_loss):  # raised before any checkpoint holds the weights it stepped to
-            raise FloatingPointError(f"non-finite loss ({batch_loss}) in updates {first_update}..{counters['updates']}; "
-                                     "lower --lr or raise --clip")
+            raise FloatingPointError(f"non-finite loss ({batch_loss}) in updates "
+                                     f"{first_update}..{counters['updates']}; lower --lr or raise --clip")
         counters["sequences"] += cfg.batch_size
         counters["batches"] += 1
         recent_loss = batch_loss if math.isnan(recent_loss) else 0.9 * recent_loss + 0.1 * batch_loss

@@ -64,10 +64,11 @@ class ObservationError(ValueError):
         who = f"env {self.index}'s observation" if self.index is not None else "an observation"
         when = "" if self.step is None else " at reset" if self.step == 0 else f" at step {self.step}"
         head = f"{self.name}: " if self.name else ""
-        return (f"{head}{who}{when} {self.what}; fix the environment (or wrap it) so that every observation fits "
-                "the space it started with: rtrl never pads or cuts one to fit")
+        return (f"{head}{who}{when} {self.what}; fix the environment (or wrap it) so that every observation "
+                "fits the space it started with: rtrl never pads or cuts one to fit")
 
-    def located(self, index: Optional[int] = None, name: str = "", step: Optional[int] = None) -> "ObservationError":
+    def located(self, index: Optional[int] = None, name: str = "",
+                step: Optional[int] = None) -> "ObservationError":
         """The same error with what is known here added (what it already names is kept)."""
         return ObservationError(self.what, self.index if self.index is not None else index, self.name or name,
                                 self.step if self.step is not None else step)
@@ -83,12 +84,13 @@ def check_observation_batch(obs: Any, env: "VecEnv") -> np.ndarray:
     a = np.asarray(obs)
     want = (env.num_envs, *env.obs_shape)
     if a.shape != want:
-        raise ObservationError(f"batch has shape {a.shape}, but the run started with {want} (num_envs, *obs_shape)")
+        raise ObservationError(f"batch has shape {a.shape}, but the run started with {want} "
+                               "(num_envs, *obs_shape)")
     dtype = np.dtype(env.obs_dtype)
     if a.dtype != dtype:
         if dtype.kind == "f" and a.dtype.kind in "biuf":
             a = a.astype(dtype)
-        elif dtype == np.uint8 and a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() <= 255)):
+        elif dtype == np.uint8 and a.dtype.kind in "iu" and (a.size == 0 or 0 <= a.min() <= a.max() <= 255):
             a = a.astype(dtype)
         else:
             raise ObservationError(f"batch has dtype {a.dtype}, but the run started with {dtype}")
@@ -98,7 +100,8 @@ def check_observation_batch(obs: Any, env: "VecEnv") -> np.ndarray:
         if bad.any():
             i = int(np.flatnonzero(bad.reshape(len(a), -1).any(1))[0])
             where = np.flatnonzero(bad[i].ravel())[:5].tolist()
-            raise ObservationError(f"holds NaN/Inf at entries {where}, where its space's bounds are finite", i)
+            raise ObservationError(f"holds NaN/Inf at entries {where}, where its space's bounds are finite",
+                                   i)
     return a
 
 
@@ -167,8 +170,8 @@ class VecEnv:
         return obs, reward, done
 
     def _checked(self, call):
-        """``call()`` (``_reset`` or ``_step``) with its observations checked (:func:`check_observation_batch`);
-        an :class:`ObservationError` gets this env's name and step."""
+        """``call()`` (``_reset`` or ``_step``) with its observations checked
+        (:func:`check_observation_batch`); an :class:`ObservationError` gets this env's name and step."""
         try:
             out = call()
             if isinstance(out, tuple):

@@ -26,11 +26,11 @@ def _fitted(x: Any, space: Any, what: str = "") -> np.ndarray:
     a = np.asarray(x)
     part = f" (its part {what})" if what else ""
     if a.shape != tuple(space.shape):
-        raise ObservationError(f"has shape {a.shape}{part}, but the run started with {tuple(space.shape)} (its "
-                               f"observation space {space})")
+        raise ObservationError(f"has shape {a.shape}{part}, but the run started with {tuple(space.shape)} "
+                               f"(its observation space {space})")
     if not np.can_cast(a.dtype, space.dtype, "same_kind"):
-        raise ObservationError(f"has dtype {a.dtype}{part}, but the run started with {space.dtype} (its observation "
-                               f"space {space})")
+        raise ObservationError(f"has dtype {a.dtype}{part}, but the run started with {space.dtype} "
+                               f"(its observation space {space})")
     return a
 
 
@@ -53,8 +53,9 @@ def _space_encoder(space: Any, what: str = "") -> tuple[int, Encoder]:
         def encode_d(x: Any) -> np.ndarray:
             a = np.asarray(x)
             if a.shape != () or a.dtype.kind not in "biu":
-                raise ObservationError(f"is {a.tolist()!r}{f' (its part {what})' if what else ''}, not one integer "
-                                       f"of its observation space {space}")
+                part = f" (its part {what})" if what else ""
+                raise ObservationError(f"is {a.tolist()!r}{part}, not one integer of its observation space "
+                                       f"{space}")
             v = np.int64(a) - start
             _in_range(a, v, n, space, what)
             return eye[v]
@@ -96,7 +97,8 @@ def finite_mask(space: Any) -> Optional[np.ndarray]:
     from gymnasium import spaces
 
     if isinstance(space, spaces.Box):
-        return (np.isfinite(np.asarray(space.low, np.float64)) & np.isfinite(np.asarray(space.high, np.float64))).ravel()
+        low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+        return (np.isfinite(low) & np.isfinite(high)).ravel()
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         return np.ones(_space_encoder(space)[0], bool)
     if isinstance(space, (spaces.Tuple, spaces.Dict)):
@@ -186,7 +188,11 @@ def _obs_encoder(space: Any) -> tuple[int | tuple[int, ...], Encoder, Any]:
             h, w = space.shape
             return (1, h, w), lambda x: _fitted(x, space).astype(np.uint8)[None], np.uint8
         h, w, c = space.shape
-        return (c, h, w), lambda x: np.ascontiguousarray(_fitted(x, space).astype(np.uint8).transpose(2, 0, 1)), np.uint8
+
+        def chw(x: Any) -> np.ndarray:
+            return np.ascontiguousarray(_fitted(x, space).astype(np.uint8).transpose(2, 0, 1))
+
+        return (c, h, w), chw, np.uint8
     size, encode = _space_encoder(space)
     return size, encode, np.float32
 
@@ -219,7 +225,7 @@ class GymVecEnv(VecEnv):
         self._encoded_shape = (obs_dim,) if isinstance(obs_dim, int) else tuple(obs_dim)
         space = getattr(envs[0], "observation_space", None) if envs else None
         mask = finite_mask(space) if isinstance(obs_dim, int) and space is not None else None
-        if mask is not None and mask.shape == (obs_dim,):  # (an encoder of its own, e.g. MiniGrid's, is not covered)
+        if mask is not None and mask.shape == (obs_dim,):  # (not an encoder of its own, e.g. MiniGrid's)
             self.obs_finite = np.concatenate((mask, np.ones(self.obs_shape[0] - obs_dim, bool)))
         self._closed = False
         super().__init__()
@@ -228,7 +234,8 @@ class GymVecEnv(VecEnv):
         try:
             enc = self._encode(obs)
             if enc.shape != self._encoded_shape:  # an encoder of its own that did not check: never pad or cut
-                raise ObservationError(f"encodes to shape {enc.shape}, but the run started with {self._encoded_shape}")
+                raise ObservationError(f"encodes to shape {enc.shape}, but the run started with "
+                                       f"{self._encoded_shape}")
         except ObservationError as e:
             raise e.located(index=i) from None
         out[i, : enc.shape[0]] = enc
