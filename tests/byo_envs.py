@@ -61,3 +61,45 @@ class Sign(gym.Env):
 
 
 gym.register("Sign-v0", entry_point=Sign)
+
+
+class Faulty(gym.Env):
+    """``Faulty-v0``: a 4-float ``Box(-1, 1)`` observation, two actions, episodes of 3 steps, and at the
+    second step of every episode the fault named by ``mode`` (default: the ``BYO_FAULT`` environment
+    variable, read at each step, so that a test can fix the env between runs): ``raise`` (a
+    ``RuntimeError`` from the simulator), ``hang`` (a step that never returns), ``grow`` or ``shrink``
+    (an observation of 6 or 2 floats), ``nan`` (NaN inside the space's finite bounds); anything else,
+    no fault. ``FaultyRaise-v0``, ``FaultyHang-v0``, ... fix the mode."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, mode: str = "") -> None:
+        self.mode, self.t = mode, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        import os
+        import time
+
+        self.t += 1
+        obs, mode = np.full(4, 0.5, np.float32), self.mode or os.environ.get("BYO_FAULT", "")
+        if self.t == 2:
+            if mode == "raise":
+                raise RuntimeError("the simulator crashed")
+            if mode == "hang":
+                time.sleep(10**6)
+            if mode in ("grow", "shrink"):
+                obs = np.full(6 if mode == "grow" else 2, 0.5, np.float32)
+            if mode == "nan":
+                obs[1] = np.nan
+        return obs, float(action), self.t == 3, False, {}
+
+
+gym.register("Faulty-v0", entry_point=Faulty)
+for _mode in ("raise", "hang", "grow", "shrink", "nan"):
+    gym.register(f"Faulty{_mode.capitalize()}-v0", entry_point=Faulty, kwargs=dict(mode=_mode))

@@ -1,12 +1,31 @@
-"""Suite-wide rule: where every optional package is installed (CI sets ``RTRL_NO_SKIPS=1`` after
-installing them all), a skipped test is a failure, unless it needs a CUDA device. A suite that
-skips because its import broke would otherwise pass silently."""
+"""Suite-wide rules.
+
+* Where every optional package is installed (CI sets ``RTRL_NO_SKIPS=1`` after installing them
+  all), a skipped test is a failure, unless it needs a CUDA device. A suite that skips because its
+  import broke would otherwise pass silently.
+* ``device="auto"`` means the CPU in every test outside ``tests/test_cuda.py``: the suite's
+  tolerances, budgets and learning thresholds were measured on the CPU, so on a GPU machine its
+  tests stay the tests they are (the CUDA tests ask for ``"cuda"`` themselves). CUDA is hidden
+  from the test's process (``torch.cuda.is_available``) and from every process it starts
+  (``CUDA_VISIBLE_DEVICES``).
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
+
+CUDA_TESTS = ("test_cuda.py",)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_a_cuda_test(request, monkeypatch):
+    if request.node.path.name in CUDA_TESTS:
+        return
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 _skipped: list[pytest.TestReport] = []
 

@@ -138,10 +138,29 @@ def test_hidden_size_for_a_parameter_count(method, cell):
     (dict(update_every=-1), "update_every"),
     (dict(level=0), "level"),
     (dict(lr=float("nan")), "lr"),
+    (dict(clip=-1.0), "clip must be a positive number"),  # was gradient ascent
+    (dict(clip=0.0), "clip must be a positive number"),
+    (dict(eps=0.0), "eps must be a positive number"),
+    (dict(betas=(0.9, 1.0)), r"betas must be two numbers in \[0, 1\)"),
+    (dict(target_accuracy=0.0), "target_accuracy"),
+    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(data_seed=-5), "data_seed must be an integer >= 0"),
 ])
 def test_bad_configs(kw, match):
     with pytest.raises(ValueError, match=match):
         CopyConfig(**kw).validate()
+
+
+def test_a_model_too_big_for_memory_is_refused_with_the_figure(tmp_path, capsys):
+    from rtrl.cli import main
+
+    assert main(["copy", "--hidden-size", "1000000000", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("rtrl copy: error: ")]
+    assert len(line) == 1 and "Traceback" not in err, err
+    assert "--hidden-size 1000000000" in line[0] and "needs at least" in line[0] and "free" in line[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_accepts_options_added_later_only_at_their_default(tmp_path):

@@ -63,6 +63,14 @@ def same(a: list[torch.Tensor], agent) -> bool:
     (["--value-weight", "nan"], "value_weight must be a finite number >= 0"),
     (["--entropy-weight", "inf"], "entropy_weight must be a finite number >= 0"),
     (["--algo", "ppo", "--grad-clip", "0"], "grad_clip must be a positive number"),
+    (["--seed", "-1", "--num-actors", "1"], "seed must be an integer in [0, 100000]"),  # killed 101 actors
+    (["--algo", "ppo", "--seed", "-1"], "seed must be an integer in [0, 100000]"),
+    (["--rms-eps", "-1"], "rms_eps must be a positive number"),  # flipped the step's sign
+    (["--rms-alpha", "2"], "rms_alpha must be in [0, 1)"),  # was reported as divergence
+    (["--algo", "ppo", "--rms-alpha", "1"], "rms_alpha must be in [0, 1)"),
+    (["--forget-bias", "nan"], "forget_bias must be a finite number"),
+    (["--hidden-size", "1000000000"], "--hidden-size 1000000000 with --encoder-width 64"),  # was a traceback
+    (["--algo", "ppo", "--core", "lstm", "--hidden-size", "100000000"], "needs at least"),
 ])
 def test_bad_hyper_parameters_are_refused(tmp_path, capsys, args, message):
     run = tmp_path / "run"
@@ -82,6 +90,14 @@ def test_hyper_parameters_are_checked_where_they_are_read():
         Learner(agent, LearnerConfig(discount=2.0), num_streams=2)
     with pytest.raises(ValueError, match="discount"):
         PPO(agent, TrainConfig(algo="ppo", discount=1.5))
+    with pytest.raises(ValueError, match="rms_eps"):
+        Learner(agent, LearnerConfig(rms_eps=-1.0), num_streams=2)
+    with pytest.raises(ValueError, match="rms_alpha"):
+        PPO(agent, TrainConfig(algo="ppo", rms_alpha=1.0))
+    with pytest.raises(ValueError, match="forget_bias"):
+        Agent((4,), 2, "rtrl-elstm", hidden_size=8, forget_bias=float("nan"))
+    with pytest.raises(ValueError, match="eval_episodes"):
+        TrainConfig(eval_episodes=-1).validate()
 
 
 # -- NaN reaching the guard ------------------------------------------------------------------------
@@ -225,3 +241,14 @@ def test_divergence_in_actor_processes_stops_the_learner(tmp_path):
     assert proc.returncode == 2, err
     line = error_line(err, "train")
     assert "diverged" in line and "--lr" in line
+
+
+def test_auto_means_the_cpu_in_the_ordinary_suite(tmp_path):
+    """On a GPU machine too: only tests/test_cuda.py runs on CUDA (conftest.py), in this process and in
+    every process a test starts."""
+    from rtrl.utils import resolve_device
+
+    assert resolve_device("auto").type == "cpu"
+    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "False" and os.environ["CUDA_VISIBLE_DEVICES"] == ""

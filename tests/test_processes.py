@@ -110,3 +110,71 @@ def test_sigterm_inside_an_update_saves_counters_that_match_the_weights(tmp_path
     assert updates >= 1 and len(opt_steps) == updates * per_update  # the weights saved are after `updates` updates
     assert int(trainer["optimizer"]["state"][0]["step"]) == updates * per_update
     assert trainer["optimizer"]["updates"] == updates and ckpt["counters"]["frames"] == updates * frames
+
+
+TESTS = Path(__file__).parent
+
+
+def cli(args: list[str], fault: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+    """``rtrl`` in a process of its own session (its actors killed with it after a timeout), with
+    ``tests/`` importable (``byo_envs``) and ``BYO_FAULT`` set to ``fault``."""
+    env = dict(os.environ, BYO_FAULT=fault,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_an_env_that_keeps_raising_in_an_actor_stops_the_run_resumably(tmp_path):
+    """Before: the learner restarted the actor without end (41 times a minute), a traceback each time."""
+    pytest.importorskip("gymnasium")
+    run = tmp_path / "run"
+    args = ["train", "--env", "byo_envs:Faulty-v0", "--num-actors", "1", "--num-envs", "2", "--unroll", "3",
+            "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]
+    p = cli([*args, "--actor-restarts", "1", "--total-frames", "600"], fault="raise")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("Traceback (most recent call last)") == 1  # the env's own traceback, once
+    assert p.stderr.count("RuntimeError: the simulator crashed") == 3  # the traceback, the warning, the error
+    assert "restarting it in 1 s (restart 1 of 1 in a row)" in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("rtrl train: error: actor 0 failed 2 times in a row "
+                           "(last: RuntimeError: the simulator crashed)"), last
+    assert "--resume" in last and "--actor-restarts" in last, last
+    assert load_checkpoint(run / "checkpoints/latest.pt", "r2ac")["step"] == 0
+    p = cli([*args, "--resume", "--total-frames", "600"])  # the env fixed: the run goes on from there
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["frames"] == 600
+
+
+def test_an_actor_that_hangs_counts_as_failed(tmp_path, monkeypatch):
+    pytest.importorskip("gymnasium")
+    import importlib
+
+    from rtrl.rl.actors import ActorError, LocalActors
+    from rtrl.rl.config import EnvSpec, TrainConfig, build_agent
+    from rtrl.rl.envs import make_env
+
+    importlib.import_module("byo_envs")
+    cfg = TrainConfig(env="byo_envs:FaultyHang-v0", num_actors=1, num_envs=2, unroll=3, actor_restarts=1)
+    probe = make_env(cfg.env, 1)
+    spec = EnvSpec.of(probe)
+    probe.close()
+    actors = LocalActors(cfg, build_agent(cfg, spec), spec)
+    pids: list[int] = []
+    try:
+        pids.append(actors.procs[0].pid)
+        start = time.monotonic()
+        with pytest.raises(ActorError, match="actor 0 failed 2 times in a row .last: no rollout for 2 s"):
+            actors.get(1, timeout_s=2.0)
+        pids.append(actors.procs[0].pid)
+        assert actors.restarts == 1 and len(set(pids)) == 2 and time.monotonic() - start < 60
+        assert not any(map(alive, pids))  # each hung actor was ended, not left behind
+    finally:
+        actors.close()

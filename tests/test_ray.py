@@ -12,7 +12,13 @@ from rtrl.rl.train import TrainConfig, build_agent, train  # noqa: E402
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    import os
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)  # byo_envs, for the Ray workers too
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield
     ray.shutdown()
 
@@ -45,6 +51,30 @@ def test_a_killed_ray_actor_is_replaced_and_streams_stay_in_order(local_ray):
         continuing = sum(bool((a.obs[-1] == b.obs[0]).all()) for a, b in zip(rs, rs[1:]))
         assert continuing >= len(rs) - 3
     actors.close()
+
+
+def test_a_ray_actor_whose_env_keeps_raising_is_replaced_a_bounded_number_of_times(local_ray, capsys):
+    """Before: the env's exception (a RayTaskError) escaped the learner as a traceback."""
+    pytest.importorskip("gymnasium")
+    import importlib
+
+    from rtrl.rl.actors import ActorError
+    from rtrl.rl.envs import make_env
+
+    importlib.import_module("byo_envs")
+    cfg = TrainConfig(backend="ray", env="byo_envs:FaultyRaise-v0", num_actors=1, num_envs=2, unroll=3,
+                      actor_restarts=1)
+    probe = make_env(cfg.env, 1)
+    actors = RayActors(cfg, build_agent(cfg, probe))
+    try:
+        with pytest.raises(ActorError, match=r"Ray actor 0 failed 2 times in a row \(last: RuntimeError: the "
+                                             r"simulator crashed\)"):
+            actors.get(1)
+        assert actors.restarts == 1
+        err = capsys.readouterr().err
+        assert err.count("Traceback (most recent call last)") == 1 and "restarting it in 1 s" in err
+    finally:
+        actors.close()
 
 
 def _ray_actor_pids() -> list[int]:

@@ -90,6 +90,59 @@ def test_the_last_checkpoints_are_kept_and_a_broken_latest_falls_back(tmp_path, 
     assert steps(run) == [160, 320, 480, 640, 800]
 
 
+def entry_data(path: Path, name_end: str) -> tuple[int, int]:
+    """Offset and size of the stored bytes of the zip entry whose name ends with ``name_end``."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(name_end))
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len, info.compress_size
+
+
+def test_bytes_changed_inside_a_whole_checkpoint_fall_back_instead_of_diverging(tmp_path, capsys):
+    """A bit flip on disk inside a whole archive: torch.load reads it as weights (here NaN); the
+    entry's CRC-32 no longer matches, so the checkpoint is skipped as corrupt."""
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "480") == 0
+    latest = run / "checkpoints/latest.pt"
+    start, size = entry_data(latest, "data/0")  # the first tensor's bytes
+    data = bytearray(latest.read_bytes())
+    data[start : start + min(size, 64)] = b"\xff" * min(size, 64)  # 0xffffffff is a float32 NaN
+    latest.write_bytes(bytes(data))
+    with pytest.raises(RunError, match="CRC"):
+        load_checkpoint(latest)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2"]) == 0  # the previous checkpoint evaluates
+    err = capsys.readouterr().err
+    assert "CRC" in err and "latest-1.pt" in err
+    assert train_cli(run, "--resume", "--total-frames", "640") == 0  # resumes from it, with a warning
+    err = capsys.readouterr().err
+    assert "CRC" in err and "latest-1.pt" in err and "diverged" not in err
+    assert load_checkpoint(latest, "r2ac")["learner"]["updates"] == 4  # 2 from latest-1.pt, then 2 more
+
+
+def test_a_checkpoint_whose_weights_hold_nan_is_skipped_not_reported_as_divergence(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "480") == 0
+    latest = run / "checkpoints/latest.pt"
+    ckpt = torch.load(latest, weights_only=True)
+    name = next(iter(ckpt["agent"]))
+    ckpt["agent"][name].view(-1)[0] = float("nan")
+    torch.save(ckpt, latest)  # a whole archive, CRCs right: the weights themselves are bad
+    with pytest.raises(RunError, match=f"NaN/Inf in agent.{name}"):
+        load_checkpoint(latest)
+    capsys.readouterr()
+    assert train_cli(run, "--resume", "--total-frames", "640") == 0
+    err = capsys.readouterr().err
+    assert f"agent.{name}" in err and "latest-1.pt" in err and "diverged" not in err
+    assert torch.isfinite(load_checkpoint(latest, "r2ac")["agent"][name]).all()
+
+
 class _RunsCode:
     def __reduce__(self):
         return (print, ("this checkpoint ran code",))
@@ -262,3 +315,24 @@ def test_plot_titles_mixed_runs_and_refuses_an_unknown_metric(tmp_path, capsys):
     line = error_line(capsys.readouterr().err, "plot")
     assert "mean_retrun" in line and "mean_return" in line  # the metrics it does have
     assert not (tmp_path / "typo.png").exists()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_output_path_errors_are_one_line_for_every_format(tmp_path, capsys, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="--format onnx needs the 'export' extra: pip install "
+                                           "'rtrl[export]'")
+    run = tmp_path / "run"
+    assert train_cli(run, "--total-frames", "160") == 0
+    (tmp_path / "notes").write_text("a file")
+    for out, why in ((tmp_path / "no-such-dir/policy.pt", "does not exist"),
+                     (tmp_path / "notes/policy.pt", "is a file, not a folder"),
+                     (tmp_path, "it is a folder")):
+        capsys.readouterr()
+        assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 2
+        line = error_line(capsys.readouterr().err, "export")
+        assert f"cannot write {out}" in line and why in line, line
+    good = tmp_path / "out" / "p.bin"
+    good.parent.mkdir()
+    assert main(["export", str(run), "--format", fmt, "--out", str(good)]) == 0
+    assert sorted(f.name for f in good.parent.iterdir()) == ["p.bin", "p.bin.json"]  # no temp file left

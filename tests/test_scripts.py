@@ -7,6 +7,7 @@ not asserted (speed is measured by the scripts, never by tests).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,63 @@ def test_benchmark_runs(tmp_path, name):
     assert expect.lower() in run([str(BENCH / f"{name}.py"), *args], tmp_path).lower()
 
 
+PLANTED = """
+import time
+
+import pytest
+
+
+def test_planted_failure():
+    assert 1 + 1 == 3, "planted failure: the reason must reach the report"
+
+
+def test_planted_skip():
+    pytest.skip("planted skip")
+
+
+def test_planted_hang():
+    time.sleep(600)
+"""
+
+
+def test_device_check_reports_a_failing_test_with_its_reason_and_fails_on_a_skip(tmp_path):
+    (tmp_path / "test_planted.py").write_text(PLANTED)
+    planted = f"{tmp_path}/test_planted.py"
+    out = subprocess.run([sys.executable, str(BENCH / "device_check.py"), "--device", "cpu", "--quick",
+                          "--only", "tests", "--out", str(tmp_path / "out"),
+                          "--tests", "tests/test_cuda.py::test_inference_path_on_cuda",
+                          f"{planted}::test_planted_failure", f"{planted}::test_planted_skip"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OUT=""))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "planted failure: the reason must reach the report" in out.stdout
+    assert "UNEXPECTED SKIP" in out.stdout and "planted skip" in out.stdout
+    tests = json.loads((tmp_path / "out/device_check.json").read_text())["steps"]["tests"]
+    assert tests["status"] == "failed" and tests["passed"] == 1
+    assert [f["test"].rsplit("::", 1)[1] for f in tests["failed"]] == ["test_planted_failure"]
+    assert "planted failure" in tests["failed"][0]["message"] and len(tests["skipped"]) == 1
+
+
+def test_device_check_ends_within_its_budget_and_keeps_what_it_has(tmp_path):
+    (tmp_path / "test_planted.py").write_text(PLANTED)
+    out = subprocess.run([sys.executable, str(BENCH / "device_check.py"), "--device", "cpu", "--quick",
+                          "--budget", "30", "--only", "tests,syncs",
+                          "--tests", f"{tmp_path}/test_planted.py::test_planted_hang"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, OUT=str(tmp_path)))
+    assert out.returncode == 1, out.stdout + out.stderr
+    report = json.loads((tmp_path / "device_check.json").read_text())  # $OUT, written as each step ended
+    assert report["steps"]["preflight"]["status"] == "ok"
+    assert report["steps"]["tests"]["status"] == "timeout" and report["steps"]["syncs"]["status"] == "not run"
+    assert report["total_s"] < 40 and "test_planted.py" in (tmp_path / "tests.log").read_text()
+
+
+NEEDS = {  # experiments whose envs come with an optional package: (module, what installs it)
+    "pixels": (("ale_py", "'rtrl[atari]'"), ("memory_gym", "--no-deps memory-gym==1.0.2"),
+               ("procgen", "--no-deps procgen-mirror==0.10.7 gym3==0.3.3")),
+}
+
+
 @pytest.mark.parametrize("script, args, writes", [
     ("copy", ["--seeds", "0", "--max-sequences", "64"], "copy_task_table.md"),
     ("memory", ["--seeds", "0", "--frames", "2560"], "memory_table.md"),
@@ -71,6 +129,8 @@ def test_benchmark_runs(tmp_path, name):
      "layers_rl_table.md"),
 ])
 def test_experiment_runs(tmp_path, script, args, writes):
+    for module, extra in NEEDS.get(script, ()):  # skipped without its package (CI installs it, and fails)
+        pytest.importorskip(module, reason=f"experiments/{script} needs {module}: pip install {extra}")
     path = EXP / (f"{script}.py" if "/" in script else f"{script}/run.py")
     run([str(path), *args, "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],
         tmp_path, timeout=600)

@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_copy(sub)
     _add_train(sub)
     args = parser.parse_args(argv)
+    from rtrl.rl.actors import ActorError  # an env that keeps failing: one line, the run resumable
+
     tune_cpu_allocator()
     on_main_thread = threading.current_thread() is threading.main_thread()
     if on_main_thread:
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
-    except (ValueError, RunError, FloatingPointError, ImportError) as e:
+    except (ValueError, RunError, FloatingPointError, ImportError, ActorError) as e:
         print(f"rtrl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a folder nobody may write, a missing file: one line, no traceback

@@ -6,11 +6,13 @@
       metrics.csv        one row per log call, x-axis in the task's own step unit
       tb/                TensorBoard events
       checkpoints/       latest.pt, latest-1.pt, latest-2.pt (the last three, newest first) and
-                         best.pt; written atomically, loaded with weights_only=True
+                         best.pt; CPU tensors, written atomically, loaded with weights_only=True
+                         after every entry's CRC-32 is checked, refused if a tensor holds NaN/Inf
       .lock              held by the one process writing the run (its PID inside)
 
 Re-running with ``--resume`` continues from the newest readable checkpoint (an unreadable
-``latest.pt`` falls back to ``latest-1.pt``, with a warning); metric rows logged after that
+``latest.pt``: empty, truncated, bytes changed on disk, NaN/Inf weights, falls back to
+``latest-1.pt``, with a warning); metric rows logged after that
 checkpoint are dropped so the CSV never holds a step twice. ``--resume`` refuses a folder that
 does not exist or holds no checkpoint; a run that stopped before its first checkpoint is started
 over by running without ``--resume``. One writer at a time: a second process is refused with the
@@ -32,6 +34,7 @@ import sys
 import threading
 import time
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -145,7 +148,10 @@ def load_checkpoint(path: Path, kind: Optional[str] = None) -> dict:
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}")
     try:
+        verify_archive(path)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except RunError:
+        raise
     except OSError as e:
         raise RunError(describe_os_error(e, path)) from None
     except Exception as e:  # empty or truncated file, another kind of file, a pickle with code
@@ -163,8 +169,75 @@ def load_checkpoint(path: Path, kind: Optional[str] = None) -> dict:
         raise RunError(f"{path} is corrupt ({why}); restore a good copy") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "rtrl-checkpoint":
         raise RunError(f"{path} is not an rtrl checkpoint (no 'format: rtrl-checkpoint' marker)")
+    bad = non_finite_entry(ckpt)
+    if bad is not None:  # the weights of a run that went wrong, or bytes changed before the CRCs were written
+        raise RunError(f"{path} holds NaN/Inf in {bad}: unusable weights; restore a good copy")
     _check_kind(ckpt, path, kind)
     return ckpt
+
+
+def verify_archive(path: Path) -> None:
+    """Check every entry of a checkpoint (a zip archive, as ``torch.save`` writes it) against the
+    CRC-32 stored with it: bytes changed on disk are found here, where ``torch.load`` would read
+    them as weights. Not a zip archive: left to ``torch.load``, whose failure says what it is."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
+        raise RunError(f"{path} is corrupt (a damaged archive: {e}); restore a good copy") from None
+    if bad is not None:
+        raise RunError(f"{path} is corrupt (its entry {bad} fails its CRC check: the file changed after it "
+                       "was written); restore a good copy")
+
+
+def non_finite_entry(obj: Any, where: str = "") -> Optional[str]:
+    """The key path (``agent.core.weight``) of the first floating-point tensor in ``obj`` (nested
+    dicts, lists, tuples) that holds NaN or Inf; ``None`` if every one is finite."""
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            return where or "a tensor"
+        return None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        bad = non_finite_entry(value, f"{where}.{key}" if where else str(key))
+        if bad is not None:
+            return bad
+    return None
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples of tensors and plain data) with every tensor on the CPU,
+    detached: a checkpoint loads anywhere, whichever device wrote it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        items = [to_cpu(v) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    return obj
+
+
+def rng_state() -> dict:
+    """The random number generators' states for a checkpoint: the CPU's (``torch_rng``) and, in a
+    process that has used CUDA, every CUDA device's (``cuda_rng``), so that what a run draws on a
+    GPU (UORO's random signs, dropout) continues exactly after ``--resume``."""
+    state = dict(torch_rng=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(ckpt: dict) -> None:
+    """Restore what :func:`rng_state` saved; a CUDA state is restored for the devices present (a run
+    resumed on a CPU ignores it)."""
+    torch.set_rng_state(ckpt["torch_rng"])
+    cuda = ckpt.get("cuda_rng") or []
+    if cuda and torch.cuda.is_available():
+        for i, state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
 
 
 def _check_kind(ckpt: dict, path: Path, kind: Optional[str]) -> None:
@@ -291,7 +364,7 @@ class Run:
     def save(self, state: dict, kind: str, best: bool = False) -> None:
         """Write a checkpoint atomically as ``latest.pt``, keeping the ``KEEP - 1`` before it as
         ``latest-1.pt``, ... (a crash between the renames loses none: every file stays whole)."""
-        state = dict(state, format="rtrl-checkpoint", kind=kind)
+        state = dict(to_cpu(state), format="rtrl-checkpoint", kind=kind)
         kept = [self.ckpt_dir / "latest.pt"] + [self.ckpt_dir / f"latest-{i}.pt" for i in range(1, KEEP)]
         with _writing(self.ckpt_dir):
             tmp = _write_temp(state, kept[0])

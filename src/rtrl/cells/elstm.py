@@ -9,6 +9,8 @@ Gates are ordered ``(z, f)`` in ``weight_ih``/``bias`` and ``(wz, wf)`` in ``wei
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -27,6 +29,8 @@ class ELSTMCell(ElementwiseCell):
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 0.0) -> None:
         super().__init__(input_size, hidden_size)
+        if not math.isfinite(forget_bias):  # it would make every forget gate NaN
+            raise ValueError(f"forget_bias must be a finite number, got {forget_bias}")
         self.forget_bias = forget_bias
         self.reset_parameters()
 

@@ -13,28 +13,122 @@ Each actor owns ``SLOTS_PER_ACTOR`` slots: it fills one while the learner learns
 so acting and learning overlap on two cores. Each actor talks to the learner through its own
 two pipes (free slots in, filled slots out), so an actor that dies mid-message harms no other;
 the learner watches every actor's process sentinel and restarts the dead.
+
+Faults end (:class:`Faults`). An exception in an actor (its env, or the acting code) is sent to the
+learner, which prints the env's own message and traceback once and restarts the actor after a
+back-off (1 s, then 2 s, 4 s, ...); an actor that dies without a word (a crash in native code, the
+OOM killer) or produces no rollout for ``ACTOR_TIMEOUT_S`` while the learner waits for it counts
+the same. After ``actor_restarts`` restarts in a row (``--actor-restarts``; the count starts
+again once a restarted actor has delivered ``HEALTHY_ROLLOUTS`` rollouts) the run stops with
+:class:`ActorError`, one line; the training loop saves a checkpoint first, so ``--resume``
+continues once the cause is fixed. A divergence or an observation that does not fit its space
+stops the run at once: restarting cannot help there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
+from contextlib import contextmanager
 from multiprocessing.connection import wait
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
 from rtrl.rl.agent import Agent
 from rtrl.rl.config import EnvSpec, TrainConfig, build_agent
+from rtrl.rl.envs.base import ObservationError
 from rtrl.rl.learner import DivergedError, Rollout, nan_means_diverged, zero_non_finite
 from rtrl.state import RecurrentState
 from rtrl.utils import copy_weights_
 
 SLOTS_PER_ACTOR = 2
+ACTOR_TIMEOUT_S = 120.0  # no rollout from an actor for this long, while the learner waits for it: a fault
+BACKOFF_S = 1.0  # before a failed actor's first restart; each further one in a row: twice as long
+HEALTHY_ROLLOUTS = 10  # rollouts after which a restarted actor's faults in a row are forgotten
+
+
+class ActorError(RuntimeError):
+    """An actor failed again and again (an exception in its env or acting code, a crash, no rollout):
+    the run stops with this one line; the loop saves a checkpoint first, so it can be resumed."""
+
+
+def report(e: BaseException) -> tuple[str, str, str]:
+    """What an actor sends the learner about an exception: ``(kind, one line, traceback)``;
+    ``kind`` is "diverged" and "observation" (the run stops at once) or "fault" (restart it)."""
+    if isinstance(e, DivergedError):
+        return "diverged", str(e), ""
+    if isinstance(e, ObservationError):
+        return "observation", str(e), ""
+    line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    return "fault", line[:300], traceback.format_exc()
+
+
+def raise_report(kind: str, line: str) -> None:
+    """In the learner: stop the run for a report that restarting cannot help."""
+    if kind == "diverged":
+        raise DivergedError(line)
+    if kind == "observation":
+        raise ObservationError(line, message=line)
+
+
+@contextmanager
+def in_process_faults() -> Iterator[None]:
+    """For envs stepped in the learner's process (``--num-actors 0``, PPO): an exception from the env
+    or the acting code is printed with its traceback and becomes :class:`ActorError`, one line (there
+    is no process to restart); a divergence or an observation error passes as it is."""
+    try:
+        yield
+    except (DivergedError, ObservationError):
+        raise
+    except Exception as e:
+        _, line, trace = report(e)
+        print(f"the environment or the acting code raised an exception:\n{trace.rstrip()}", file=sys.stderr,
+              flush=True)
+        raise ActorError(f"the environment or the acting code raised {line}; the run stopped and its last "
+                         "checkpoint is kept: fix the cause, then continue with --resume") from None
+
+
+class Faults:
+    """Each actor's faults in a row: a warning and a back-off before each restart (``BACKOFF_S``,
+    doubling), the first fault's traceback printed once, and :class:`ActorError` once an actor has
+    failed more than ``max_restarts`` times in a row."""
+
+    def __init__(self, num_actors: int, max_restarts: int, what: str = "actor") -> None:
+        self.max_restarts, self.what = max_restarts, what
+        self.in_row = [0] * num_actors
+        self.delivered_since = [0] * num_actors
+
+    def failed(self, k: int, line: str, trace: str = "") -> float:
+        """Count a fault of actor ``k`` (``line``: what happened; ``trace``: its traceback). Returns
+        the seconds to wait before restarting it, or raises :class:`ActorError`."""
+        self.in_row[k] += 1
+        self.delivered_since[k] = 0
+        n = self.in_row[k]
+        if n == 1 and trace:  # the env's own message and traceback, once per run of faults
+            print(f"{self.what} {k} raised an exception (in its environment or acting code):\n"
+                  f"{trace.rstrip()}", file=sys.stderr, flush=True)
+        if n > self.max_restarts:
+            raise ActorError(f"{self.what} {k} failed {n} time{'s' * (n > 1)} in a row (last: {line}); "
+                             "the run stopped and its last checkpoint is kept: fix the cause, then continue "
+                             f"with --resume (--actor-restarts, now {self.max_restarts}, sets the restarts "
+                             "allowed in a row)")
+        delay = BACKOFF_S * 2 ** (n - 1)
+        print(f"warning: {self.what} {k} failed ({line}); restarting it in {delay:g} s (restart {n} of "
+              f"{self.max_restarts} in a row), its streams start new episodes", file=sys.stderr, flush=True)
+        return delay
+
+    def delivered(self, k: int) -> None:
+        """Actor ``k`` delivered a rollout."""
+        self.delivered_since[k] += 1
+        if self.delivered_since[k] >= HEALTHY_ROLLOUTS:
+            self.in_row[k] = 0
 
 
 def action_buffer(agent_or_spec, M: int, B: int, alloc=torch.zeros) -> torch.Tensor:
@@ -117,9 +211,12 @@ class InProcessActor:
         self.loop = ActorLoop(self.env, self.agent, cfg.unroll, 0, seed)
 
     def get(self, n: int = 1) -> tuple[list[Rollout], list]:
-        """The next rollout of every stream (``n`` must be 1) and the episodes that ended in it."""
-        with torch.no_grad():
-            r, stats = self.loop.rollout()
+        """The next rollout of every stream (``n`` must be 1) and the episodes that ended in it. An
+        exception from the env or the acting code is printed with its traceback and stops the run as
+        :class:`ActorError` (the envs live in this process: there is no actor to restart)."""
+        with in_process_faults():
+            with torch.no_grad():
+                r, stats = self.loop.rollout()
         return [r], stats
 
     def publish(self, agent: Agent) -> None:
@@ -157,39 +254,49 @@ def _actor_process(k: int, cfg_dict: dict, shared: Agent, slots: list[Rollout], 
     """One actor process: its own envs and a local copy of the weights, refreshed every rollout.
 
     ``free`` brings the numbers of its slots that the learner has finished with; each filled slot's
-    number goes back through ``filled`` with the episode statistics (``(None, message)`` if the
-    weights diverged: the learner stops the run, restarting this actor would not help)."""
+    number goes back through ``filled`` with the episode statistics. An exception goes back as
+    ``(None, report(e))`` (:func:`report`): after a fault the process ends (the learner restarts
+    it); after a divergence or an observation error it waits for the learner to stop the run."""
     from rtrl.rl.envs import make_env
 
     die_with_parent(parent or os.getppid())
     torch.set_num_threads(1)
-    cfg = TrainConfig(**cfg_dict)
-    seed = cfg.seed * 10_007 + 1000 * k + 100 * incarnation  # a restarted actor plays new episodes
-    env = make_env(cfg.env, cfg.num_envs, seed=seed)
-    local = build_agent(cfg, env)
-    loop = ActorLoop(env, local, cfg.unroll, k * cfg.num_envs, seed=seed)
+    env = None
     try:
+        cfg = TrainConfig(**cfg_dict)
+        seed = cfg.seed * 10_007 + 1000 * k + 100 * incarnation  # a restarted actor plays new episodes
+        env = make_env(cfg.env, cfg.num_envs, seed=seed)
+        local = build_agent(cfg, env)
+        loop = ActorLoop(env, local, cfg.unroll, k * cfg.num_envs, seed=seed)
         while not stop.is_set():
             if not free.poll(0.1):
                 continue
             slot = free.recv()
             copy_weights_(local, shared)
-            try:
-                with torch.no_grad():
-                    _, stats = loop.rollout(slots[slot])
-            except DivergedError as e:
-                filled.send((None, str(e)))
-                stop.wait()  # until the learner, which raises the error, closes the actors
-                break
+            with torch.no_grad():
+                _, stats = loop.rollout(slots[slot])
             filled.send((slot, stats))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the learner is gone or stopping
+    except Exception as e:
+        kind, line, trace = report(e)
+        try:
+            filled.send((None, (kind, line, trace)))
+            if kind != "fault":
+                stop.wait()  # until the learner, which raises the error, closes the actors
+        except (EOFError, BrokenPipeError, OSError, KeyboardInterrupt):
+            pass
     finally:
-        env.close()
+        try:
+            if env is not None:
+                env.close()
+        except Exception:  # a broken env may fail to close too; the process ends either way
+            pass
 
 
 class LocalActors:
-    """K actor processes writing rollouts into shared-memory slots; dead actors are restarted.
+    """K actor processes writing rollouts into shared-memory slots; failed actors are restarted, a
+    bounded number of times in a row, with back-off (:class:`Faults`).
 
     ``get(n)`` returns ``n`` rollouts of distinct actors, each actor's in the order it made them, as
     views of the shared slots: they stay valid until the next ``get`` (which hands those slots
@@ -228,8 +335,12 @@ class LocalActors:
         self.filled: list = [None] * self.num_actors  # learner's end of each actor's filled-slot pipe
         self.incarnation = [0] * self.num_actors
         self.restarts = 0
+        self.faults = Faults(self.num_actors, cfg.actor_restarts)
         self.held: list[tuple[int, int]] = []  # (actor, slot) handed to the learner, not yet given back
         self.waiting: dict[int, list] = {k: [] for k in range(self.num_actors)}  # received, not yet taken
+        self.reports: dict[int, tuple[str, str]] = {}  # an actor's last words: (line, traceback) of its fault
+        self.restart_at: dict[int, float] = {}  # failed actors, down until then
+        self.heard = [time.monotonic()] * self.num_actors  # when each actor last sent a rollout (or started)
         for k in range(self.num_actors):
             self._spawn(k)
 
@@ -242,35 +353,59 @@ class LocalActors:
         free_r.close()
         filled_w.close()
         self.free[k], self.filled[k], self.waiting[k] = free_w, filled_r, []
+        self.heard[k] = time.monotonic()
         held = {slot for j, slot in self.held if j == k}  # the learner may still read these
         for slot in range(SLOTS_PER_ACTOR * k, SLOTS_PER_ACTOR * (k + 1)):
             if slot not in held:
                 free_w.send(slot)
 
-    def revive(self) -> None:
-        """Restart every dead actor. Its streams begin new episodes: the first step of each has
-        ``done = True``, which zeroes that stream's state and RTRL sensitivities in the learner.
-        The rollouts it made before dying are dropped, and its slots given to the new process."""
-        for k, p in enumerate(self.procs):
-            if not p.is_alive() and not self.stop.is_set():
-                print(f"warning: actor {k} died (exit code {p.exitcode}); restarting it, its streams start "
-                      "new episodes", file=sys.stderr, flush=True)
-                self.free[k].close()
-                self.filled[k].close()
+    def _fail(self, k: int, line: str, trace: str = "") -> None:
+        """Actor ``k`` failed: end its process (if it still runs), drop the rollouts it made, and
+        schedule its restart after the back-off (or raise :class:`ActorError`, via :class:`Faults`).
+        Its streams begin new episodes: the first step of each has ``done = True``, which zeroes that
+        stream's state and RTRL sensitivities in the learner."""
+        p = self.procs[k]
+        if p.is_alive():
+            p.terminate()  # SIGTERM, then SIGKILL for an env stuck in native code
+            p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        self.free[k].close()
+        self.filled[k].close()
+        self.waiting[k] = []
+        self.restart_at[k] = time.monotonic() + self.faults.failed(k, line, trace)
+
+    def _restart_due(self) -> None:
+        """Start the failed actors whose back-off has passed."""
+        for k, at in list(self.restart_at.items()):
+            if time.monotonic() >= at and not self.stop.is_set():
+                del self.restart_at[k]
                 self.incarnation[k] += 1
                 self.restarts += 1
                 self._spawn(k)
 
     def _receive(self, k: int) -> None:
+        """Take what actor ``k`` sent: rollouts wait to be taken; a report of a divergence or a bad
+        observation stops the run; a fault report is kept until its process ends."""
         try:
             while self.filled[k].poll():
-                self.waiting[k].append(self.filled[k].recv())
+                slot, ep = self.filled[k].recv()
+                if slot is not None:
+                    self.waiting[k].append((slot, ep))
+                    continue
+                kind, line, trace = ep
+                raise_report(kind, line)
+                self.reports[k] = (line, trace)
         except (EOFError, OSError):
-            pass  # the actor died; revive() restarts it
+            pass  # the actor died: its sentinel says so
 
-    def get(self, n: int, timeout_s: float = 120.0) -> tuple[list[Rollout], list]:
+    def get(self, n: int, timeout_s: float = ACTOR_TIMEOUT_S) -> tuple[list[Rollout], list]:
         """``n`` rollouts of distinct actors, each actor's in the order it made them, and the
-        statistics of the episodes that ended in them. Hands the previous batch's slots back first."""
+        statistics of the episodes that ended in them. Hands the previous batch's slots back first.
+
+        An actor that ends, or sends no rollout for ``timeout_s`` while this waits for it, has failed
+        (see :class:`Faults`); one that is down for its back-off is not waited for, unless ``n`` needs it."""
         for k, slot in self.held:
             try:
                 self.free[k].send(slot)  # to actor k's current process, a successor if it died
@@ -278,28 +413,36 @@ class LocalActors:
                 pass  # it died since: its successor gets every slot not held
         self.held = []
         batch, stats, taken = [], [], set()
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
         while len(batch) < n:
             for k in range(self.num_actors):
                 if k not in taken and self.waiting[k] and len(batch) < n:
                     slot, ep = self.waiting[k].pop(0)
-                    if slot is None:  # the actor found the weights diverged; ``ep`` says so
-                        raise DivergedError(ep)
                     taken.add(k)
                     batch.append(self.slots[slot])
                     stats += ep
                     self.held.append((k, slot))
+                    self.heard[k] = time.monotonic()
+                    self.faults.delivered(k)
             if len(batch) == n:
                 break
-            pending = [k for k in range(self.num_actors) if k not in taken]
-            ready = wait([self.filled[k] for k in pending] + [self.procs[k].sentinel for k in pending], timeout=1.0)
+            self._restart_due()
+            pending = [k for k in range(self.num_actors) if k not in taken and k not in self.restart_at]
+            next_restart = min(self.restart_at.values(), default=math.inf) - time.monotonic()
+            ready = wait([self.filled[k] for k in pending] + [self.procs[k].sentinel for k in pending],
+                         timeout=max(0.0, min(1.0, next_restart)))
             for k in pending:
                 if self.filled[k] in ready:
                     self._receive(k)
-            if any(self.procs[k].sentinel in ready for k in pending):
-                self.revive()
-            if not ready and time.monotonic() > deadline:
-                raise RuntimeError(f"no rollout for {timeout_s:.0f} s although every actor is alive")
+            now = time.monotonic()
+            for k in pending:
+                if self.procs[k].sentinel in ready:
+                    self._receive(k)  # its last words: a fault report sent before it ended
+                    ended = f"its process ended (exit code {self.procs[k].exitcode})"
+                    line, trace = self.reports.pop(k, (ended, ""))
+                    self._fail(k, line, trace)
+                elif not self.waiting[k] and now - max(self.heard[k], start) > timeout_s:
+                    self._fail(k, f"no rollout for {timeout_s:.0f} s: a hung environment?")
         return batch, stats
 
     def publish(self, agent: Agent) -> None:
@@ -310,7 +453,7 @@ class LocalActors:
         self.stop.set()
         for k, p in enumerate(self.procs):
             self.free[k].close()
-            p.join(timeout=5)
+            p.join(timeout=0 if k in self.restart_at else 5)
             if p.is_alive():
                 p.terminate()
         for f in self.filled:

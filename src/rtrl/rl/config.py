@@ -16,6 +16,7 @@ from rtrl.rl.agent import ACTIVATIONS, CORES, CRITICS, INITS, STEMS, Agent
 from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
+MAX_SEED = 100_000  # env seeds are seed * 10_007 + ...: kept below 2^31 (ALE's and others' seeds are 32-bit)
 ALGOS = ("impala", "ppo")  # R2AC (IMPALA + V-trace) or PPO; both with any core
 CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo"}
 
@@ -53,6 +54,7 @@ class TrainConfig:
     device: str = "auto"  # the learner's: "auto" (CUDA when present), "cpu", "cuda", "cuda:<i>"; actors act on the CPU
     load_stem: str = ""  # a run folder or checkpoint whose stem (encoder) initialises this agent's
     freeze_stem: bool = False  # keep the stem fixed (the paper's DMLab recipe: pretrain with TBPTT, freeze)
+    actor_restarts: int = 3  # restarts in a row of a failing actor (after 1 s, 2 s, 4 s...), then stop
     backend: str = "local"  # actors as local processes ("local") or Ray actors ("ray"); with num_actors >= 1
     ray_address: str = ""  # join this Ray cluster (empty: start a local Ray instance)
     # PPO only (algo = "ppo"); value_weight and entropy_weight above are PPO's vf_coef and ent_coef
@@ -100,6 +102,16 @@ class TrainConfig:
             raise ValueError(f"batch_rollouts ({self.batch_rollouts}) cannot exceed num_actors ({self.num_actors}): "
                              "a batch never holds two rollouts of one actor")
         check_hyper_parameters(self)  # lr, grad_clip, discount, the loss weights: as the learner and PPO check them
+        # what seeds the envs (env seeds are derived from it, and some envs take 32-bit seeds) and the agent
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
+        if not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias}")
+        if self.actor_restarts < 0:
+            raise ValueError(f"actor_restarts must be >= 0 (0: the first fault stops the run), "
+                             f"got {self.actor_restarts}")
+        if self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {self.eval_episodes}")
 
     def _validate_ppo(self) -> None:
         if self.num_actors > 0:
@@ -268,7 +280,7 @@ def describe_preset(name: str) -> str:
 
 
 MAY_CHANGE = ("total_frames", "threads", "eval_episodes", "log_every", "checkpoint_every", "backend", "ray_address",
-              "device")  # a run started on a GPU resumes on a CPU, and the other way
+              "device", "actor_restarts")  # a run started on a GPU resumes on a CPU, and the other way
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rtrl.rl.actors import InProcessActor, LocalActors
+from rtrl.rl.actors import ActorError, InProcessActor, LocalActors
+from rtrl.rl.envs.base import ObservationError
 from rtrl.rl.config import TrainConfig
 from rtrl.rl.learner import Learner, NonFiniteError, Rollout, stop_if_diverging
 from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
@@ -89,8 +90,8 @@ def train_impala(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume:
                 book.after_update(learner.updates, frames, mean_ret, stats)
             bar.update(frames, ret=mean_ret, upd=learner.updates)
         finished = True
-    except KeyboardInterrupt:
-        book.save()  # Ctrl-C loses nothing: the state after the last finished update
+    except (KeyboardInterrupt, ActorError, ObservationError):
+        book.save()  # Ctrl-C, or an env that keeps failing, loses nothing: the state after the last update
         raise
     finally:
         bar.close()

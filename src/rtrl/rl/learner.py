@@ -54,7 +54,7 @@ class Rollout:
     def bootstrap_rewards(self, rewards: Tensor, discount: float) -> Tensor:
         """``rewards (M, B)`` of the transitions, plus ``γ·V(final obs)`` where a time limit cut the
         episode (the discount of that transition is 0, as for any episode end)."""
-        if self.truncated is None or not bool(self.truncated[1:].any()):
+        if self.truncated is None:  # (no test for "none truncated here": it would cost a host sync on a GPU)
             return rewards
         fv = self.final_value[1:].to(rewards.dtype)
         return rewards + discount * torch.where(self.truncated[1:], fv, torch.zeros_like(fv))
@@ -155,6 +155,11 @@ def check_hyper_parameters(cfg) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, got {v}")
     if not (cfg.lr >= 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"lr must be a non-negative number, got {cfg.lr}")
+    # RMSProp's: a negative eps flips the step's sign, alpha >= 1 never forgets (or grows without end)
+    if not (cfg.rms_eps > 0 and math.isfinite(cfg.rms_eps)):
+        raise ValueError(f"rms_eps must be a positive number, got {cfg.rms_eps}")
+    if not 0 <= cfg.rms_alpha < 1:
+        raise ValueError(f"rms_alpha must be in [0, 1), got {cfg.rms_alpha}")
 
 
 def value_bound(cfg) -> float:
@@ -165,10 +170,13 @@ def value_bound(cfg) -> float:
     return math.inf
 
 
-def check_values(values: Tensor, cfg, update: int) -> None:
-    """Raise ``DivergedError`` if a value estimate is beyond :func:`value_bound`."""
+def check_values(values: Tensor | float, cfg, update: int) -> None:
+    """Raise ``DivergedError`` if a value estimate (``values``, or the largest ``|value|`` as a float)
+    is beyond :func:`value_bound`."""
     bound = value_bound(cfg)
-    top = float(values.detach().abs().max()) if values.numel() else 0.0
+    if isinstance(values, Tensor):
+        values = float(values.detach().abs().max()) if values.numel() else 0.0
+    top = values
     if top > bound:  # NaN compares False: the loss guard handles it
         raise DivergedError(
             f"training diverged at update {update}: value estimates reach {top:.3g}, but rewards clipped to "
@@ -202,6 +210,7 @@ class Learner:
         self.updates = 0
         self.skipped = 0
         self.bank: Optional[RecurrentState] = agent.initial_state(num_streams) if agent.carries_sensitivities else None
+        self._top_value = torch.zeros((), device=self.device)  # the largest |value| of the last backward
 
     def reset_streams(self) -> None:
         """Forget every stream's state (they all start new episodes, e.g. after a restart)."""
@@ -214,23 +223,25 @@ class Learner:
         self.step(r, state, stats)
         return stats
 
-    def backward(self, r: Rollout) -> tuple[dict[str, float], RecurrentState]:
+    def backward(self, r: Rollout) -> tuple[dict[str, Tensor], RecurrentState]:
         """Loss of a rollout and its gradients in ``.grad`` (exact RTRL ones for an RTRL core);
-        returns the statistics and the state after the segment (not stored yet)."""
+        returns the statistics (0-d tensors, on the learner's device: :meth:`step` reads them all
+        in one transfer, then checks the loss, the values and the gradient) and the state after the
+        segment (not stored yet). The rollout's checks run on it where the actors made it (the CPU)."""
         try:
             r.check(self.num_streams)
         except NonFiniteError:
             self.skipped += 1
             raise
-        r = r.to(self.device)
         cfg, agent, M = self.cfg, self.agent, r.length
         if agent.whole_episodes and not (r.done[0].all() and r.done[M].all()):
             raise ValueError(f"the {agent.core_name} core learns by BPTT over whole episodes: every rollout must be "
                              "exactly one episode; set --unroll to the (fixed) episode length")
         state0 = self._gather(r.streams) if self.bank is not None else r.state.detach()
+        r = r.to(self.device)
         with nan_means_diverged():  # r.check found the inputs finite
-            logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0)
-        check_values(values, cfg, self.updates)
+            logits, values, state = agent(r.obs[:M], r.reward[:M], r.done[:M], state0.map(
+                lambda t: t.to(self.device, non_blocking=True)))
         with torch.no_grad():  # the bootstrap V(obs[M]) is a target: no gradient, no sensitivities
             _, v_boot, _ = agent(r.obs[M:], r.reward[M:], r.done[M:], RecurrentState(state.c.detach()))
         rewards = r.reward[1:]
@@ -240,20 +251,31 @@ class Learner:
         discounts = cfg.discount * (~r.done[1:]).to(values.dtype)
         losses = actor_critic_loss(logits, values, r.action, r.logits, rewards, discounts, v_boot[0],
                                    cfg.value_weight, cfg.entropy_weight, agent.continuous)
-        if not torch.isfinite(losses.total):
-            self.skipped += 1
-            raise NonFiniteError(f"non-finite loss ({losses.total.item()}) at update {self.updates}: "
-                                 "update skipped, weights kept")
         self.opt.zero_grad()
-        losses.total.backward()
-        stats = dict(loss=losses.total.item(), policy_loss=losses.policy.item(), value_loss=losses.value.item(),
-                     entropy_loss=losses.entropy.item(), mean_value=values.mean().item())
+        losses.total.backward()  # a NaN loss gives NaN gradients: step() skips them, having read the loss
+        values = values.detach()
+        self._top_value = values.abs().max() if values.numel() else values.new_zeros(())
+        stats = dict(loss=losses.total.detach(), policy_loss=losses.policy.detach(),
+                     value_loss=losses.value.detach(), entropy_loss=losses.entropy.detach(),
+                     mean_value=values.mean())
         return stats, state
 
-    def step(self, r: Rollout, state: RecurrentState, stats: dict[str, float]) -> None:
-        """Clip, check and apply the gradients from ``backward``; store each stream's new state."""
+    def step(self, r: Rollout, state: RecurrentState, stats: dict) -> None:
+        """Clip, check and apply the gradients from ``backward``; store each stream's new state.
+        ``stats`` become floats in place (with ``grad_norm`` and ``lr``): the update's one host sync."""
         grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
-        if not math.isfinite(grad_norm.item()):
+        names = list(stats)
+        read = torch.stack([torch.as_tensor(stats[k]).detach().to(self.device, torch.float64) for k in names]
+                           + [grad_norm.detach().double(), self._top_value.double()]).tolist()
+        stats.update(zip(names, read))
+        norm, top = read[-2:]
+        check_values(top, self.cfg, self.updates)
+        if not math.isfinite(stats["loss"]):
+            self.opt.zero_grad()
+            self.skipped += 1
+            raise NonFiniteError(f"non-finite loss ({stats['loss']}) at update {self.updates}: "
+                                 "update skipped, weights kept")
+        if not math.isfinite(norm):
             self.opt.zero_grad()
             self.skipped += 1
             raise NonFiniteError(f"non-finite gradient norm at update {self.updates}: update skipped, weights kept",
@@ -264,7 +286,7 @@ class Learner:
         self.agent.update_obs_stats(r.obs[: r.length])  # published to the actors with the weights
         if self.bank is not None:  # the carried-out (c_M, S_M) of every stream in this rollout
             self._scatter(r.streams, state.detach())
-        stats.update(grad_norm=grad_norm.item(), lr=self.opt.lr)
+        stats.update(grad_norm=norm, lr=self.opt.lr)
 
     def _gather(self, streams: Tensor) -> RecurrentState:
         """The banked state of ``streams``: a view when they are a run of consecutive ids (one

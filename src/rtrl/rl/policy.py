@@ -30,6 +30,7 @@ the complex one; tested); the feedforward agent carries a dummy state of size 1.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from rtrl.rl import dists
 from rtrl.rl.agent import Agent, Feedforward, Paired, ResettableGRU, ResettableLSTM
 from rtrl.nn import TwoLayer
+from rtrl.runs import RunError, describe_os_error
 from rtrl.state import RecurrentState
 
 FORMATS = ("torchscript", "onnx")
@@ -244,22 +246,53 @@ def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, chec
         raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
     policy = load_agent(run_dir, checkpoint)
     out = Path(out) if out else Path(run_dir) / ("policy.pt" if fmt == "torchscript" else "policy.onnx")
+    check_output_path(out)  # before the tracing, and the same one line for every format
     inputs = example_inputs(policy)
-    with torch.no_grad():
-        if fmt == "torchscript":
-            traced = torch.jit.trace(policy, inputs, check_trace=False)
-            traced.save(str(out))
-        else:
-            try:
-                import onnx  # noqa: F401
-            except ImportError:
-                raise ImportError("--format onnx needs the onnx package: pip install 'rtrl[export]' "
-                                  "(or pip install onnx onnxscript)") from None
-            batch = {0: "batch"}
-            torch.onnx.export(policy, inputs, str(out), input_names=list(INPUTS), output_names=list(OUTPUTS),
-                              dynamic_axes={n: batch for n in INPUTS + OUTPUTS}, opset_version=17, dynamo=False)
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise ImportError("--format onnx needs the onnx package: pip install 'rtrl[export]' "
+                              "(or pip install onnx onnxscript)") from None
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")  # written whole, then renamed: never half a file
+    try:
+        with torch.no_grad():
+            if fmt == "torchscript":
+                torch.jit.trace(policy, inputs, check_trace=False).save(str(tmp))
+            else:
+                batch = {0: "batch"}
+                io = dict(input_names=list(INPUTS), output_names=list(OUTPUTS),
+                          dynamic_axes={n: batch for n in INPUTS + OUTPUTS})
+                torch.onnx.export(policy, inputs, str(tmp), **io, opset_version=17, dynamo=False)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise RunError(describe_os_error(e, out)) from None
+    except RuntimeError as e:  # torch's writers report a file they cannot open as a RuntimeError
+        if "open" not in str(e).lower() and "write" not in str(e).lower():
+            raise
+        raise RunError(f"cannot write {out}: {str(e).splitlines()[0][:200]}; choose another --out") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     meta = dict(format=fmt, inputs=list(INPUTS), outputs=list(OUTPUTS), obs_shape=list(policy.obs_shape),
                 state_size=policy.state_size, continuous=policy.continuous, num_actions=policy.num_actions,
                 core=policy.agent.core_name)
-    out.with_suffix(out.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        out.with_suffix(out.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        raise RunError(describe_os_error(e, out.with_suffix(out.suffix + ".json"))) from None
     return out
+
+
+def check_output_path(out: Path) -> None:
+    """Raise a one-line ``RunError`` if ``out`` cannot be written as a file: its folder missing or
+    not a folder, ``out`` itself a folder, or the folder not writable."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise RunError(f"cannot write {out}: the folder {parent} {what}; create it, or choose another --out")
+    if out.is_dir():
+        raise RunError(f"cannot write {out}: it is a folder; give a file name, "
+                       f"e.g. --out {out / 'policy.pt'}")
+    if not os.access(parent, os.W_OK):
+        raise RunError(f"cannot write {out}: the folder {parent} is not writable for you; "
+                       "choose another --out")

@@ -256,18 +256,18 @@ class PPO:
         """All epochs on one segment; returns the statistics and the state to carry (see step 4
         in the module docstring). On NaN/Inf the weights and optimiser are restored to what they
         were before this segment and ``NonFiniteError`` is raised."""
-        seg = seg.to(self.device)
-        cfg, agent, T, B = self.cfg, self.agent, seg.length, seg.action.shape[1]
+        cfg, agent, T = self.cfg, self.agent, seg.length
         if agent.whole_episodes and not (seg.done[0].all() and seg.done[T].all()):
             raise ValueError(f"the {agent.core_name} core learns by BPTT over whole episodes: every rollout must be "
                              "exactly one episode; set --unroll to the (fixed) episode length")
-        for name in ("obs", "reward"):
+        for name in ("obs", "reward"):  # these checks read the segment where the collector made it (the CPU)
             t = getattr(seg, name)
             if t.is_floating_point() and not torch.isfinite(t).all():
                 self.skipped += 1
                 raise NonFiniteError(f"segment.{name} holds NaN/Inf: update skipped, weights kept",
                                      source="environment")
         check_values(seg.value, cfg, self.updates)
+        seg = seg.to(self.device)
         adv, ret = advantages(seg, cfg, self.reward_scaler)
         backup = copy.deepcopy((agent.state_dict(), self.opt.state_dict()))
         sums: dict[str, float] = {}
@@ -277,23 +277,25 @@ class PPO:
         stateless = agent.core_name == "none"
         batch, b_adv, b_ret = (seg.transitions(), adv.reshape(1, -1), ret.reshape(1, -1)) if stateless else (seg, adv, ret)
         for _ in range(cfg.ppo_epochs):
-            for idx in torch.randperm(batch.action.shape[1]).chunk(cfg.ppo_minibatches):
+            # drawn on the CPU (the same draws on any device), moved once an epoch, not once a minibatch
+            for idx in torch.randperm(batch.action.shape[1]).to(self.device).chunk(cfg.ppo_minibatches):
                 with nan_means_diverged():  # the segment's inputs were found finite above
                     loss, stats = self.loss(batch.envs(idx), b_adv[:, idx], b_ret[:, idx])
                 self.opt.zero_grad()
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                finite = torch.isfinite(torch.stack([loss.detach(), grad_norm.to(loss.dtype)])).tolist()
+                if not all(finite):  # (the minibatch's one host sync: a NaN step must never be taken)
                     agent.load_state_dict(backup[0])
                     self.opt.load_state_dict(backup[1])
                     self.opt.zero_grad()
                     self.skipped += 1
                     raise NonFiniteError(f"non-finite loss or gradient at update {self.updates}: "
                                          "update skipped, weights kept",
-                                         source="loss" if not torch.isfinite(loss) else "gradient")
+                                         source="loss" if not finite[0] else "gradient")
                 self.opt.step()
-                for k, v in dict(stats, grad_norm=grad_norm).items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in dict(stats, grad_norm=grad_norm).items():  # summed where they are; read below
+                    sums[k] = sums.get(k, 0.0) + v.detach().double()
                 n += 1
         lr = self.opt.lr
         self.opt.advance()  # the schedule counts iterations, not minibatch steps
@@ -302,9 +304,12 @@ class PPO:
         with torch.no_grad():  # the carry: c_T (and S_T for RTRL) under the final weights
             _, _, carried = agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
             var = ret.var()
-            explained = 1 - (ret - seg.value[:T]).var() / var if var > 0 else torch.tensor(float("nan"))
-        out = {k: v / n for k, v in sums.items()}
-        out.update(lr=lr, mean_value=seg.value[:T].mean().item(), explained_variance=float(explained))
+            explained = torch.where(var > 0, 1 - (ret - seg.value[:T]).var() / var, float("nan"))
+            names = list(sums)
+            read = torch.stack([sums[k] / n for k in names]  # the update's one host sync
+                               + [seg.value[:T].mean().double(), explained.double()]).tolist()
+        out = dict(zip(names, read[:-2]))
+        out.update(lr=lr, mean_value=read[-2], explained_variance=read[-1])
         return out, carried.detach()
 
     def state_dict(self) -> dict:
@@ -324,7 +329,9 @@ class PPO:
 def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, progress: bool = True) -> dict:
     """Train with PPO (``cfg.algo == "ppo"``); the run folder, checkpoints, resume, Ctrl-C and
     evaluation work as for R2AC (:func:`rtrl.rl.train.train`). Returns the final statistics."""
+    from rtrl.rl.actors import ActorError, in_process_faults
     from rtrl.rl.envs import make_env
+    from rtrl.rl.envs.base import ObservationError
     from rtrl.rl.config import build_agent
     from rtrl.rl.runbook import RunBook, finish_run, open_run, start_training
     from rtrl.runs import signals_held
@@ -349,7 +356,8 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
     in_row, finished = 0, False  # updates skipped in a row; whether the loop ran to its end
     try:
         while counters["frames"] < cfg.total_frames:
-            seg, episodes = collector.collect()
+            with in_process_faults():
+                seg, episodes = collector.collect()
             returns.extend(ret for ret, _ in episodes)
             counters["episodes"] += len(episodes)
             with signals_held():  # Ctrl-C/SIGTERM wait for the update and its counters
@@ -372,7 +380,7 @@ def train_ppo(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, p
                 book.after_update(ppo.updates, frames, mean_ret, stats)
             bar.update(frames, ret=mean_ret, upd=ppo.updates)
         finished = True
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ActorError, ObservationError):
         book.save()  # the weights as they are; frames and updates count finished iterations only
         raise
     finally:

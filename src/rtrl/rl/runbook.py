@@ -19,7 +19,7 @@ import torch
 from rtrl.rl.actors import ActorLoop
 from rtrl.rl.agent import Agent
 from rtrl.rl.config import CHECKPOINT_KIND, MAY_CHANGE, EnvSpec, TrainConfig, build_agent
-from rtrl.runs import Run, RunError, load_checkpoint, load_newest
+from rtrl.runs import Run, RunError, load_checkpoint, load_newest, rng_state, set_rng_state
 
 
 class RunBook:
@@ -43,7 +43,7 @@ class RunBook:
             if ckpt is not None:
                 for key, module in modules.items():
                     module.load_state_dict(ckpt[key])
-                torch.set_rng_state(ckpt["torch_rng"])
+                set_rng_state(ckpt)  # the CPU's and, where the run used CUDA, the devices'
                 self.counters.update(ckpt["counters"])
                 self.counters["restarts"] += 1
         except BaseException:
@@ -79,7 +79,7 @@ class RunBook:
         if best:
             self.counters["best_return"] = self._mean_return
         state = {key: module.state_dict() for key, module in self.modules.items()}
-        self.run.save(dict(step=self.counters["frames"], torch_rng=torch.get_rng_state(),
+        self.run.save(dict(step=self.counters["frames"], **rng_state(),
                            counters=dict(self.counters), **state), self.kind, best=best)
 
     def after_update(self, updates: int, frames: int, mean_return: float, stats: dict) -> None:
@@ -107,10 +107,26 @@ def start_training(cfg: TrainConfig) -> tuple[Agent, EnvSpec]:
     probe = make_env(cfg.env, 1, seed=cfg.seed)
     spec = EnvSpec.of(probe)
     probe.close()
+    check_memory(cfg, spec)
     agent = build_agent(cfg, spec)
     if cfg.load_stem:
         load_stem(agent, cfg.load_stem)
     return agent, spec
+
+
+def check_memory(cfg: TrainConfig, spec: EnvSpec) -> None:
+    """Refuse, with the figure, sizes whose training memory exceeds what the learner's device has free
+    (:mod:`rtrl.budget`): the learner's weights, gradients and optimiser state, every stream's banked
+    state and sensitivities, and a copy of the weights per actor and one shared."""
+    from rtrl.budget import check_fits, training_bytes
+    from rtrl.utils import resolve_device
+
+    need = training_bytes(lambda: build_agent(cfg, spec),
+                          lambda a: a.initial_state(cfg.num_streams, learner=True),
+                          weight_copies=max(cfg.num_actors, 0) + 1)
+    check_fits(need, resolve_device(cfg.device), f"--hidden-size {cfg.hidden_size} with --encoder-width "
+               f"{cfg.encoder_width} and {cfg.num_streams} streams ({cfg.core})",
+               "choose a smaller --hidden-size, --encoder-width or --num-envs")
 
 
 def load_stem(agent: Agent, source: str | Path) -> None:

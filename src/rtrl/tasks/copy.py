@@ -41,9 +41,11 @@ from torch import Tensor, nn
 
 import rtrl.nn
 from rtrl.approx import SnAp1LSTM, UOROLSTM
+from rtrl.budget import check_fits, training_bytes
+from rtrl.checks import finite_inputs
 from rtrl.nn import ELSTM
 from rtrl.utils import ProgressBar, resolve_device
-from rtrl.runs import Run, RunError
+from rtrl.runs import Run, RunError, rng_state, set_rng_state
 
 COPY, IGNORE = 2, -100
 METHODS = ("rtrl", "tbptt", "bptt", "lstm", "snap1", "uoro", "rtrl2", "tbptt2", "bptt2")
@@ -91,6 +93,18 @@ class CopyConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        # the optimiser's numbers and the seeds, checked as R2AC and PPO check theirs (a clip < 0: ascent)
+        for name in ("clip", "eps"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(self.betas)}")
+        if not self.target_accuracy > 0:  # above 1: never stop early
+            raise ValueError(f"target_accuracy must be a number > 0 (above 1: never stop early), got "
+                             f"{self.target_accuracy}")
+        for name in ("seed", "data_seed"):
+            if not 0 <= getattr(self, name) < 2**62:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)}")
         resolve_device(self.device)
 
     @property
@@ -216,6 +230,10 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
         cfg = dataclasses.replace(cfg, hidden_size=hidden_size_for(cfg.method, cfg.params, cfg.cell))
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    check_fits(training_bytes(lambda: CopyModel(cfg.method, cfg.hidden_size, cfg.cell),
+                              lambda m: m.initial_state(cfg.batch_size)), device,
+               f"the copy task's {cfg.method} model with --hidden-size {cfg.hidden_size} and --batch-size "
+               f"{cfg.batch_size}", "choose a smaller --hidden-size (or --params) or --batch-size")
     model = CopyModel(cfg.method, cfg.hidden_size, cfg.cell).to(device)  # initialised on the CPU: same on any device
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     train_gen = torch.Generator().manual_seed(cfg.data_seed)
@@ -232,32 +250,38 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             train_gen.set_state(ckpt["data_rng"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            set_rng_state(ckpt)
             counters.update(ckpt["counters"])
 
     bar = ProgressBar(cfg.max_sequences, counters["sequences"], progress, unit="seq")
     t_start, done = time.perf_counter() - counters["wall"], False
     recent_loss, acc = float("nan"), max(counters["best_acc"], 0.0)
     while counters["sequences"] < cfg.max_sequences and not done:
-        tokens, targets = (t.to(device) for t in make_batch(cfg.level, cfg.batch_size, train_gen))
-        state, batch_loss = model.initial_state(cfg.batch_size), 0.0
-        for t0 in range(0, cfg.seq_len, cfg.span):
-            tok, tgt = tokens[t0 : t0 + cfg.span], targets[t0 : t0 + cfg.span]
-            logits, state = model(tok, state)
-            state = detach_state(state)  # no-op for RTRL (already detached); truncation for TBPTT
-            if (tgt == IGNORE).all():
-                continue
-            loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
-                                   reduction="sum") / cfg.batch_size
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at update {counters['updates']}; "
-                                         "lower --lr or raise --clip")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            counters["updates"] += 1
-            batch_loss += loss.item()
+        tokens, targets = make_batch(cfg.level, cfg.batch_size, train_gen)
+        scored = (targets != IGNORE).any(1).tolist()  # which steps carry a loss, read here on the CPU
+        tokens, targets = tokens.to(device), targets.to(device)
+        state, batch_loss, first_update = model.initial_state(cfg.batch_size), 0.0, counters["updates"]
+        # the one-hot tokens are finite: the layers' per-segment NaN check (a host sync each step on a GPU) is
+        # left out; the loss is summed where it is and read once a sequence (a NaN there stops the run below)
+        with finite_inputs():
+            for t0 in range(0, cfg.seq_len, cfg.span):
+                tok, tgt = tokens[t0 : t0 + cfg.span], targets[t0 : t0 + cfg.span]
+                logits, state = model(tok, state)
+                state = detach_state(state)  # no-op for RTRL (already detached); truncation for TBPTT
+                if not any(scored[t0 : t0 + cfg.span]):
+                    continue
+                loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
+                                       reduction="sum") / cfg.batch_size
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                opt.step()
+                counters["updates"] += 1
+                batch_loss = batch_loss + loss.detach()
+        batch_loss = float(batch_loss)
+        if not math.isfinite(batch_loss):  # raised before any checkpoint holds the weights it stepped to
+            raise FloatingPointError(f"non-finite loss ({batch_loss}) in updates "
+                                     f"{first_update}..{counters['updates']}; lower --lr or raise --clip")
         counters["sequences"] += cfg.batch_size
         counters["batches"] += 1
         recent_loss = batch_loss if math.isnan(recent_loss) else 0.9 * recent_loss + 0.1 * batch_loss
@@ -300,7 +324,7 @@ def train_copy(cfg: CopyConfig, run_dir: Optional[str | Path] = None, resume: bo
 
 def _checkpoint(model, opt, gen, counters) -> dict:
     return dict(step=counters["sequences"], model=model.state_dict(), optimizer=opt.state_dict(),
-                data_rng=gen.get_state(), torch_rng=torch.get_rng_state(), counters=dict(counters))
+                data_rng=gen.get_state(), counters=dict(counters), **rng_state())
 
 
 def _plot_curve(run: Run) -> None:

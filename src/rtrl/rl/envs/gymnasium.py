@@ -14,18 +14,53 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from rtrl.rl.envs.base import VecEnv
+from rtrl.rl.envs.base import ObservationError, VecEnv
 
 Encoder = Callable[[Any], np.ndarray]
 
 
-def _space_encoder(space: Any) -> tuple[int, Encoder]:
-    """``(size, encode)`` turning one observation of ``space`` into a flat float32 vector."""
+def _fitted(x: Any, space: Any, what: str = "") -> np.ndarray:
+    """``x`` as an array of ``space``'s shape whose dtype converts to the space's within its kind
+    (float64 to float32, int64 to uint8, never a float to an integer), else :class:`ObservationError`
+    naming both shapes or dtypes. ``what``: the part of a Tuple/Dict observation, for the message."""
+    a = np.asarray(x)
+    part = f" (its part {what})" if what else ""
+    if a.shape != tuple(space.shape):
+        raise ObservationError(f"has shape {a.shape}{part}, but the run started with {tuple(space.shape)} "
+                               f"(its observation space {space})")
+    if not np.can_cast(a.dtype, space.dtype, "same_kind"):
+        raise ObservationError(f"has dtype {a.dtype}{part}, but the run started with {space.dtype} "
+                               f"(its observation space {space})")
+    return a
+
+
+def _in_range(raw: np.ndarray, v: np.ndarray, n: Any, space: Any, what: str) -> None:
+    """A discrete observation ``raw``, as ``v`` (less the space's start), must lie in ``[0, n)``: out
+    of range, its one-hot would wrap around or fail."""
+    if (v < 0).any() or (v >= n).any():
+        part = f" (its part {what})" if what else ""
+        raise ObservationError(f"is {raw.tolist()}{part}, outside its observation space {space}")
+
+
+def _space_encoder(space: Any, what: str = "") -> tuple[int, Encoder]:
+    """``(size, encode)`` turning one observation of ``space`` into a flat float32 vector; ``encode``
+    checks the observation against ``space`` (:func:`_fitted`, :func:`_in_range`)."""
     from gymnasium import spaces
 
     if isinstance(space, spaces.Discrete):
         n, start, eye = int(space.n), int(space.start), np.eye(int(space.n), dtype=np.float32)
-        return n, lambda x: eye[int(x) - start]
+
+        def encode_d(x: Any) -> np.ndarray:
+            a = np.asarray(x)
+            if a.shape != () or a.dtype.kind not in "biu":
+                part = f" (its part {what})" if what else ""
+                raise ObservationError(f"is {a.tolist()!r}{part}, not one integer of its observation space "
+                                       f"{space}")
+            v = np.int64(a) - start
+            _in_range(a, v, n, space, what)
+            return eye[v]
+
+        return n, encode_d
     if isinstance(space, spaces.MultiDiscrete):
         nvec = np.asarray(space.nvec, np.int64).ravel()
         start = np.broadcast_to(np.asarray(getattr(space, "start", 0), np.int64), space.nvec.shape).ravel()
@@ -33,23 +68,44 @@ def _space_encoder(space: Any) -> tuple[int, Encoder]:
         size = int(nvec.sum())
 
         def encode_md(x: Any) -> np.ndarray:
+            a = _fitted(x, space, what)
+            v = a.astype(np.int64).ravel() - start
+            _in_range(a, v, nvec, space, what)
             out = np.zeros(size, np.float32)
-            out[offsets + (np.asarray(x, np.int64).ravel() - start)] = 1.0
+            out[offsets + v] = 1.0
             return out
 
         return size, encode_md
     if isinstance(space, (spaces.Box, spaces.MultiBinary)):
-        return int(np.prod(space.shape)), lambda x: np.asarray(x, np.float32).ravel()
+        return int(np.prod(space.shape)), lambda x: _fitted(x, space, what).astype(np.float32).ravel()
     if isinstance(space, (spaces.Tuple, spaces.Dict)):
         subs = list(space.spaces.values()) if isinstance(space, spaces.Dict) else list(space.spaces)
         keys = list(space.spaces.keys()) if isinstance(space, spaces.Dict) else list(range(len(subs)))
-        parts = [_space_encoder(s) for s in subs]
+        parts = [_space_encoder(s, f"{what}[{k!r}]") for k, s in zip(keys, subs)]
         encoders = [enc for _, enc in parts]
         return sum(p[0] for p in parts), lambda x: np.concatenate([e(x[k]) for k, e in zip(keys, encoders)])
     raise ValueError(
         f"observation space {space} is not supported (Discrete, MultiDiscrete, Box, MultiBinary, "
         "Tuple, Dict of those)"
     )
+
+
+def finite_mask(space: Any) -> Optional[np.ndarray]:
+    """Which entries of :func:`_space_encoder`'s flat vector for ``space`` must be finite: a ``Box``'s
+    entries whose low and high bounds both are (NaN/Inf there is outside the space), and every
+    one-hot; ``None`` for a space the vector encoding does not cover."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+        return (np.isfinite(low) & np.isfinite(high)).ravel()
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        return np.ones(_space_encoder(space)[0], bool)
+    if isinstance(space, (spaces.Tuple, spaces.Dict)):
+        subs = list(space.spaces.values()) if isinstance(space, spaces.Dict) else list(space.spaces)
+        parts = [finite_mask(s) for s in subs]
+        return None if any(m is None for m in parts) else np.concatenate(parts)
+    return None
 
 
 def _action_decoder(space: Any) -> tuple[int, Callable[[int], Any]]:
@@ -130,9 +186,13 @@ def _obs_encoder(space: Any) -> tuple[int | tuple[int, ...], Encoder, Any]:
     if _is_image(space):
         if len(space.shape) == 2:
             h, w = space.shape
-            return (1, h, w), lambda x: np.asarray(x, np.uint8)[None], np.uint8
+            return (1, h, w), lambda x: _fitted(x, space).astype(np.uint8)[None], np.uint8
         h, w, c = space.shape
-        return (c, h, w), lambda x: np.ascontiguousarray(np.asarray(x, np.uint8).transpose(2, 0, 1)), np.uint8
+
+        def chw(x: Any) -> np.ndarray:
+            return np.ascontiguousarray(_fitted(x, space).astype(np.uint8).transpose(2, 0, 1))
+
+        return (c, h, w), chw, np.uint8
     size, encode = _space_encoder(space)
     return size, encode, np.float32
 
@@ -162,11 +222,22 @@ class GymVecEnv(VecEnv):
         else:  # pixels, (C, H, W)
             self.obs_shape = tuple(obs_dim)
         self.obs_dtype = np.dtype(obs_dtype)
+        self._encoded_shape = (obs_dim,) if isinstance(obs_dim, int) else tuple(obs_dim)
+        space = getattr(envs[0], "observation_space", None) if envs else None
+        mask = finite_mask(space) if isinstance(obs_dim, int) and space is not None else None
+        if mask is not None and mask.shape == (obs_dim,):  # (not an encoder of its own, e.g. MiniGrid's)
+            self.obs_finite = np.concatenate((mask, np.ones(self.obs_shape[0] - obs_dim, bool)))
         self._closed = False
         super().__init__()
 
     def _put(self, out: np.ndarray, i: int, obs: Any, action: Any) -> None:
-        enc = self._encode(obs)
+        try:
+            enc = self._encode(obs)
+            if enc.shape != self._encoded_shape:  # an encoder of its own that did not check: never pad or cut
+                raise ObservationError(f"encodes to shape {enc.shape}, but the run started with "
+                                       f"{self._encoded_shape}")
+        except ObservationError as e:
+            raise e.located(index=i) from None
         out[i, : enc.shape[0]] = enc
         if self._prev_action and action is not None:
             if self.continuous:

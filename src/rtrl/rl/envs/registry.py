@@ -50,7 +50,8 @@ class _Borrowed(VecEnv):
 
     def __init__(self, env: VecEnv) -> None:
         self._env = env
-        for k in ("name", "num_envs", "obs_shape", "obs_dtype", "num_actions", "continuous", "action_space"):
+        for k in ("name", "num_envs", "obs_shape", "obs_dtype", "num_actions", "continuous", "action_space",
+                  "obs_finite"):
             setattr(self, k, getattr(env, k, None))
         super().__init__()
 
