@@ -353,7 +353,7 @@ def step_r2ac(device: str, quick: bool, budget: float, env_name: str) -> dict:
     for i, dev in enumerate(devices):
         left = budget - 2
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", env_name, "--core", "rtrl-lru",
+            cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--env", env_name, "--core", "rtrl-lru",
                    "--total-frames", str(frames), "--device", dev, "--eval-episodes", "20",
                    "--run-dir", f"{tmp}/run", "--no-progress"]
             t0 = time.perf_counter()

@@ -60,8 +60,8 @@ def test_an_observation_whose_shape_changes_is_refused_at_the_adapter(fault):
 @pytest.mark.parametrize("algo, fault", [("impala", "Shrink"), ("impala", "Grow"), ("ppo", "Shrink")])
 def test_the_run_stops_with_one_line_and_a_checkpoint(tmp_path, capsys, algo, fault):
     run = tmp_path / "run"
-    args = ["train", "--algo", algo, "--env", f"byo_envs:Faulty{fault}-v0", "--num-envs", "2",
-            "--unroll", "4", "--total-frames", "400", "--eval-episodes", "0", "--run-dir", str(run),
+    args = ["train", "--preset", "ppo" if algo == "ppo" else "small", "--env", f"byo_envs:Faulty{fault}-v0",
+            "--num-envs", "2", "--unroll", "4", "--total-frames", "400", "--eval-episodes", "0", "--run-dir", str(run),
             "--no-progress"]
     if algo == "ppo":
         args += ["--ppo-minibatches", "1"]
@@ -76,7 +76,8 @@ def test_the_run_stops_with_one_line_and_a_checkpoint(tmp_path, capsys, algo, fa
 def test_in_an_actor_process_too_and_without_restarts(tmp_path):
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path)
-    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--env", "byo_envs:FaultyGrow-v0", "--num-actors", "1",
+    cmd = [sys.executable, "-m", "rtrl.cli", "train", "--preset", "small", "--env", "byo_envs:FaultyGrow-v0",
+           "--num-actors", "1",
            "--num-envs", "2", "--unroll", "4", "--total-frames", "400", "--eval-episodes", "0",
            "--run-dir", str(tmp_path / "run"), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,

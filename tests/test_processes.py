@@ -136,7 +136,8 @@ def test_an_env_that_keeps_raising_in_an_actor_stops_the_run_resumably(tmp_path)
     """Before: the learner restarted the actor without end (41 times a minute), a traceback each time."""
     pytest.importorskip("gymnasium")
     run = tmp_path / "run"
-    args = ["train", "--env", "byo_envs:Faulty-v0", "--num-actors", "1", "--num-envs", "2", "--unroll", "3",
+    args = ["train", "--preset", "small", "--env", "byo_envs:Faulty-v0", "--num-actors", "1", "--num-envs", "2",
+            "--unroll", "3",
             "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]
     p = cli([*args, "--actor-restarts", "1", "--total-frames", "600"], fault="raise")
     assert p.returncode == 2, p.stderr
