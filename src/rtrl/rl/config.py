@@ -62,6 +62,7 @@ class TrainConfig:
     ppo_minibatches: int = 4  # minibatches per epoch: by env (must divide num_envs); core none: by transition
     clip_coef: float = 0.2  # the surrogate's ratio clip (and the value clip)
     clip_value: bool = True  # clip the value loss around the rollout's values (else plain squared error)
+    clip_decay: bool = False  # anneal the surrogate's ratio clip to 0 with the learning rate (rl-baselines3-zoo's lin_0.2)
     gae_lambda: float = 0.95
     # The standard machinery of cleanrl's and SB3's PPO (rtrl.rl.normalize); the presets chosen from the
     # env turn it on (PRESETS, FAMILY_PRESETS), these defaults are what runs made before it had.

@@ -237,7 +237,8 @@ class PPO:
         log_ratio = logprob - seg.logprob
         ratio = log_ratio.exp()
         adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)  # normalised per minibatch
-        policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        eps = self.ratio_clip
+        policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - eps, 1 + eps)).mean()
         old_v = seg.value[:T]
         if cfg.clip_value:  # the value may move at most clip_coef from the rollout's estimate
             clipped = old_v + (values - old_v).clamp(-cfg.clip_coef, cfg.clip_coef)
@@ -249,8 +250,16 @@ class PPO:
         with torch.no_grad():
             stats = dict(loss=total, policy_loss=policy, value_loss=value, entropy=entropy,
                          approx_kl=((ratio - 1) - log_ratio).mean(),
-                         clip_frac=((ratio - 1).abs() > cfg.clip_coef).to(ratio.dtype).mean())
+                         clip_frac=((ratio - 1).abs() > eps).to(ratio.dtype).mean())
         return total, {k: v.detach() for k, v in stats.items()}
+
+    @property
+    def ratio_clip(self) -> float:
+        """The surrogate's ratio clip now: ``clip_coef``, or with ``clip_decay`` ``clip_coef`` times the
+        fraction of the learning-rate schedule left (the value clip keeps ``clip_coef``)."""
+        if not self.cfg.clip_decay:
+            return self.cfg.clip_coef
+        return self.cfg.clip_coef * (self.opt.lr / self.opt.base_lr if self.opt.base_lr > 0 else 1.0)
 
     def update(self, seg: Segment) -> tuple[dict[str, float], RecurrentState]:
         """All epochs on one segment; returns the statistics and the state to carry (see step 4
