@@ -231,7 +231,7 @@ PRESETS.update({
     "r2ac-pixels": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, stem="nature",
                                        total_frames=1_000_000),
 })
-MEMORY_PREFIXES = ("rtrl-Recall", "popgym-", "MiniGrid-")
+MEMORY_PREFIXES = ("rtrl-Recall", "rtrl-MemoryChain", "popgym-", "MiniGrid-")
 
 
 def family_of(env_name: str, spec: "EnvSpec") -> str:
