@@ -59,12 +59,15 @@ BLOCK = 1000  # steps between the run book's log/checkpoint points (its "updates
 
 def sparse_init_(layer: nn.Linear, sparsity: float = 0.9) -> None:
     """Elsayed et al.'s sparse init: in each row (output unit) of ``layer.weight`` ``(out, in)`` a random
-    ``ceil(sparsity · in)`` of the weights are 0, the rest LeCun-uniform ``U(±√(3/in))``; bias 0."""
+    ``ceil(sparsity · in)`` of the weights are 0, the rest LeCun-uniform ``U(±√(3/in))``; bias 0.
+
+    At least one weight of a row stays: with few inputs (MemoryChain's 3) ``ceil(0.9 · in) = in``
+    would zero a whole layer, and the LayerNorm after it would see a constant."""
     out_f, in_f = layer.weight.shape
     with torch.no_grad():
         bound = math.sqrt(3.0 / in_f)
         layer.weight.uniform_(-bound, bound)
-        n_zero = math.ceil(sparsity * in_f)
+        n_zero = min(math.ceil(sparsity * in_f), in_f - 1)
         # each row's first n_zero columns of a random permutation (the argsort of uniform noise)
         cols = torch.rand(out_f, in_f, device=layer.weight.device).argsort(1)[:, :n_zero]
         layer.weight.scatter_(1, cols, 0.0)
@@ -127,7 +130,7 @@ class StreamAgent(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-rtu",
                  hidden_size: int = 64, width: int = 128, continuous: bool = False, obs_norm: bool = True,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", sparsity: float = 0.9) -> None:
         super().__init__()
         if core not in STREAM_CORES:
             raise ValueError(f"core {core!r} cannot stream; choose one of {STREAM_CORES}")
@@ -138,8 +141,8 @@ class StreamAgent(nn.Module):
         self.obs_rms = ObsNormalizer(self.obs_shape) if obs_norm else None
         self.param_size = 2 * num_actions if self.continuous else num_actions
         d = obs_shape[0]
-        self.actor = StreamNet(d, self.param_size, core, hidden_size, width, activation)
-        self.critic = StreamNet(d, 1, core, hidden_size, width, activation)
+        self.actor = StreamNet(d, self.param_size, core, hidden_size, width, activation, sparsity)
+        self.critic = StreamNet(d, 1, core, hidden_size, width, activation, sparsity)
 
     @property
     def exact_rtrl(self) -> bool:
@@ -309,7 +312,8 @@ class StreamAC:
         self.state, self._pending = self._next_state, None
         self.x, self.first = x_next, torch.tensor([bool(done)])
         self.steps += 1
-        return dict(delta=delta, value=v, step_value=step_v, step_policy=step_pi, entropy=float(entropy))
+        return dict(delta=delta, value=v, step_value=step_v, step_policy=step_pi,
+                    entropy=float(entropy.detach()))
 
     def state_dict(self) -> dict:
         out = dict(actor_opt=self.actor_opt.state_dict(), critic_opt=self.critic_opt.state_dict(),
@@ -348,7 +352,7 @@ def train_stream(cfg, run_dir: Optional[str | Path] = None, resume: bool = False
     learner.begin(env.reset(book.env_seed))
     returns: deque = deque(maxlen=100)
     bar = ProgressBar(cfg.total_frames, counters["frames"], progress, unit="step")
-    blocks, finished = counters["frames"] // BLOCK, False
+    blocks, finished = -(-counters["frames"] // BLOCK), False  # a partial block counts as one
     try:
         while counters["frames"] < cfg.total_frames:
             n = min(BLOCK - counters["frames"] % BLOCK, cfg.total_frames - counters["frames"])

@@ -1,0 +1,215 @@
+"""Stream AC(λ): the traces over the exact RTRL gradient against BPTT's forward view, ObGD's bound,
+MemoryChain's definition, and a small run of ``rtrl train --algo stream-ac`` that resumes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import rtrl  # noqa: F401 (registers the gymnasium ids)
+from rtrl.cli import main
+from rtrl.rl import dists
+from rtrl.rl.envs import make_env
+from rtrl.rl.stream import ObGD, StreamAC, StreamAgent, sparse_init_
+from rtrl.runs import load_checkpoint
+
+GAMMA, LAM = 0.9, 0.8
+LENGTHS = (7, 9)  # two episodes: the second checks that state, sensitivities and traces restart
+
+
+def _episodes(obs_dim: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random observations ``(T, D)`` and rewards ``(T,)`` (``reward[t]`` earned by step ``t``) per episode."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(T, obs_dim, generator=g, dtype=torch.float64),
+             torch.randn(T, generator=g, dtype=torch.float64)) for T in LENGTHS]
+
+
+def _backward_view(agent: StreamAgent, episodes, lam: float = LAM):
+    """Stream the episodes through :class:`StreamAC` with frozen weights (``lr = 0``); returns
+    ``Σ_t δ_t z_t`` for the critic's and the actor's traces (read after each step), and the actions."""
+    learner = StreamAC(agent, lr=0.0, discount=GAMMA, lam=lam, entropy_weight=0.0, reward_scale=False)
+    sums = [[torch.zeros_like(z) for z in opt.traces] for opt in (learner.critic_opt, learner.actor_opt)]
+    actions = []
+    nxt = [ep[0][0] for ep in episodes[1:]] + [torch.zeros_like(episodes[0][0][0])]
+    learner.begin(episodes[0][0][0])
+    for (obs, reward), after in zip(episodes, nxt):
+        T, acts = len(obs), []
+        for t in range(T):
+            acts.append(torch.as_tensor(learner.act()))
+            done = t == T - 1
+            stats = learner.learn(float(reward[t]), after if done else obs[t + 1], done)
+            for acc, opt in zip(sums, (learner.critic_opt, learner.actor_opt)):
+                for a, z in zip(acc, opt.traces):
+                    a.add_(z, alpha=stats["delta"])
+        actions.append(torch.cat(acts))
+    return sums, actions
+
+
+def _forward_view(agent: StreamAgent, episodes, actions):
+    """``Σ_t (G^λ_t − V_t) ∇V_t`` and ``Σ_t (G^λ_t − V_t) ∇ log π(a_t)`` by autograd BPTT through each
+    whole episode: the cores switched to learning by BPTT, their states never detached."""
+    net = copy.deepcopy(agent)
+    for part in (net.actor, net.critic):
+        if hasattr(part.core, "learning"):
+            part.core.learning = "bptt"
+    loss_v = loss_pi = 0.0
+    for (obs, reward), acts in zip(episodes, actions):
+        T = len(obs)
+        state = net.initial_state(1, learner=False)
+        s_a, s_c = state.actor, state.critic
+        values, logps = [], []
+        for t in range(T):
+            reset = torch.tensor([t == 0])
+            params, s_a = net.actor(obs[t:t + 1], s_a, reset)
+            value, s_c = net.critic(obs[t:t + 1], s_c, reset)
+            values.append(value[0, 0])
+            logps.append(dists.log_prob(params, acts[t:t + 1], False)[0])
+        v = torch.stack(values).detach()
+        v_next = torch.cat((v[1:], v.new_zeros(1)))  # the episode terminates after its last step
+        delta = reward + GAMMA * v_next - v
+        adv = torch.zeros_like(v)  # G^λ_t − V_t = Σ_{k≥t} (γλ)^{k−t} δ_k
+        running = 0.0
+        for t in range(T - 1, -1, -1):
+            running = delta[t] + GAMMA * LAM * running
+            adv[t] = running
+        loss_v = loss_v + (adv * torch.stack(values)).sum()
+        loss_pi = loss_pi + (adv * torch.stack(logps)).sum()
+    return (torch.autograd.grad(loss_v, list(net.critic.parameters()), allow_unused=True),
+            torch.autograd.grad(loss_pi, list(net.actor.parameters()), allow_unused=True))
+
+
+def _agent(core: str, seed: int = 0) -> StreamAgent:
+    torch.manual_seed(seed)
+    # half the weights zero, not 90 %: at these small sizes every layer then carries signal
+    return StreamAgent((3,), 3, core, hidden_size=8, width=16, obs_norm=False, sparsity=0.5).double()
+
+
+def _compare(core: str, lam: float = LAM) -> list[bool]:
+    """For each parameter of the critic, then the actor: does the backward view equal the forward view?"""
+    agent = _agent(core)
+    episodes = _episodes(3, seed=1)
+    (sum_v, sum_pi), actions = _backward_view(agent, episodes, lam)
+    grad_v, grad_pi = _forward_view(agent, episodes, actions)
+    out = []
+    for streamed, offline in ((sum_v, grad_v), (sum_pi, grad_pi)):
+        assert len(streamed) == len(offline)
+        assert all(s.abs().sum() > 0 for s in streamed)  # no parameter's comparison is vacuous
+        for s, o in zip(streamed, offline):
+            o = torch.zeros_like(s) if o is None else o
+            out.append(torch.allclose(s, o, rtol=1e-9, atol=1e-12))
+    return out
+
+
+@pytest.mark.parametrize("core", ["rtrl-rtu", "rtrl-lru", "rtrl-elstm", "rtrl-diag", "none"])
+def test_traces_over_exact_rtrl_equal_bptt_forward_view(core):
+    assert all(_compare(core))
+
+
+def test_tbptt_core_misses_the_past():
+    # streaming TBPTT(1) detaches the state each step: its recurrent weights' traces differ from BPTT's
+    same = _compare("tbptt-rtu")
+    assert not all(same)
+    assert any(same)  # the layers above the core still get their exact gradients
+
+
+def test_a_wrong_trace_decay_breaks_the_identity():
+    assert not all(_compare("rtrl-rtu", lam=0.5))
+
+
+def test_obgd_step_matches_its_formula():
+    torch.manual_seed(0)
+    params = [torch.randn(4, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)]
+    start = [p.clone() for p in params]
+    opt = ObGD(params, lr=0.5, discount=0.9, lam=0.8, kappa=2.0)
+    g1 = [torch.randn_like(p) for p in params]
+    g2 = [torch.randn_like(p) for p in params]
+    opt.accumulate(g1)
+    opt.accumulate((g2[0], None))  # no gradient for the second: its trace only decays
+    z = [0.72 * g1[0] + g2[0], 0.72 * g1[1]]
+    l1 = sum(t.abs().sum() for t in z).item()
+    assert opt.l1() == pytest.approx(l1, rel=1e-12)
+    for delta in (0.1, -3.0, 0.0):
+        want = 0.5 / max(1.0, 0.5 * 2.0 * max(abs(delta), 1.0) * l1)
+        assert opt.step_size(delta) == pytest.approx(want, rel=1e-12)
+    delta = -3.0
+    alpha = opt.step(delta)
+    assert alpha < 0.5  # the bound is active at these sizes
+    for p, p0, zz in zip(params, start, z):
+        torch.testing.assert_close(p, p0 + alpha * delta * zz, rtol=1e-12, atol=1e-12)
+    small = ObGD([torch.zeros(2, dtype=torch.float64)], lr=0.1, discount=1.0, lam=1.0, kappa=1.0)
+    small.accumulate((torch.tensor([1e-3, -1e-3], dtype=torch.float64),))
+    assert small.step_size(0.5) == 0.1  # far from overshooting: the plain step size
+    assert small.step(float("nan")) == 0.0 and small.params[0].abs().sum() == 0
+
+
+def test_sparse_init_zeroes_ninety_percent_of_each_row():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(20, 7)
+    sparse_init_(layer)
+    zeros = (layer.weight == 0).sum(1)
+    assert (zeros == 18).all()  # ceil(0.9 · 20) per output unit
+    assert layer.weight.abs().max() <= math.sqrt(3 / 20) and (layer.bias == 0).all()
+    few = torch.nn.Linear(3, 5)
+    sparse_init_(few)
+    assert ((few.weight != 0).sum(1) == 1).all()  # ceil(0.9 · 3) = 3 would zero the layer: one weight stays
+
+
+def _play(env, actions):
+    out = []
+    for a in actions:
+        o, r, d = env.step(np.array([a]))
+        out.append((o[0].tolist(), float(r[0]), bool(d[0])))
+    return out
+
+
+@pytest.mark.parametrize("length", [1, 5])
+def test_memory_chain_is_bsuites(length):
+    env = make_env(f"rtrl-MemoryChain{length}-v0", 1)
+    first = env.reset(3)[0]
+    assert first[0] == 1.0 and first[2] in (-1.0, 1.0)
+    bit = int(first[2] > 0)
+    steps = _play(env, [0] * length + [bit])  # bsuite's episode: length + 1 actions
+    assert [s[1] for s in steps] == [0.0] * length + [1.0]
+    assert [s[2] for s in steps] == [False] * length + [True]
+    # bsuite's step returns the observation of the step it leaves: obs(0) again, then obs(1) ... obs(L-1)
+    shown = [first.tolist()] + [s[0] for s in steps[:-1]]
+    for k, o in enumerate(shown):
+        t = max(k - 1, 0)
+        assert o[0] == pytest.approx(1 - t / length)
+        assert o[2] == (first[2] if t == 0 else 0.0)
+    new = steps[-1][0]  # auto-reset: the next episode's first observation
+    assert new[0] == 1.0 and new[2] in (-1.0, 1.0)
+    wrong = _play(env, [0] * length + [1 - int(new[2] > 0)])
+    assert wrong[-1][1:] == (-1.0, True)
+    assert env.pop_episode_stats() == [(1.0, length + 1), (-1.0, length + 1)]
+    g = gym.make(f"rtrl-MemoryChain{length}-v0")
+    o, _ = g.reset(seed=0)
+    rewards = [g.step(int(o[2] > 0))[1:3] for _ in range(length + 1)]
+    assert rewards[-1] == (1.0, True) and all(r == (0.0, False) for r in rewards[:-1])
+
+
+def test_cli_run_writes_its_folder_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    base = ["train", "--algo", "stream-ac", "--env", "rtrl-MemoryChain3-v0", "--core", "rtrl-rtu",
+            "--run-dir", str(run), "--no-progress", "--eval-episodes", "4"]
+    assert main(base + ["--total-frames", "300"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["frames"] == 300 and result["train_mean_return_last100"] is not None
+    assert json.loads((run / "config.json").read_text())["algo"] == "stream-ac"
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ckpt["kind"] == "stream-ac" and ckpt["counters"]["frames"] == 300
+    learner = ckpt["learner"]
+    assert learner["steps"] == 300 and learner["state"][0][1] is not None  # sensitivities are saved
+    assert len(learner["critic_opt"]["traces"]) == sum(k.startswith("critic.") for k in ckpt["agent"])
+    assert main(base + ["--total-frames", "500", "--resume"]) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ckpt["counters"]["frames"] == 500 and ckpt["counters"]["restarts"] == 1
+    assert ckpt["learner"]["steps"] == 500  # the learner's own counter went on from the checkpoint
+    assert main(["eval", str(run), "--episodes", "3"]) == 0
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 3
