@@ -43,6 +43,7 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must contain)
     "layers_cost": (["--sizes", "4", "8", "--steps", "2", "--segment", "2", "--reps", "1"], "exponent"),
     "peers": (["--seeds", "0", "--budget", "512"], "time ratio"),
     "envpool_speed": (["--seconds", "0.05", "--num-envs", "2", "--envs", "CartPole-v1"], "rtrl"),
+    "streaming": (["--steps", "20", "--warmup", "5", "--reps", "1"], "steps/s"),
 }
 
 
