@@ -55,20 +55,16 @@ def _forward_view(agent: StreamAgent, episodes, actions):
     """``Σ_t (G^λ_t − V_t) ∇V_t`` and ``Σ_t (G^λ_t − V_t) ∇ log π(a_t)`` by autograd BPTT through each
     whole episode: the cores switched to learning by BPTT, their states never detached."""
     net = copy.deepcopy(agent)
-    for part in (net.actor, net.critic):
-        if hasattr(part.core, "learning"):
-            part.core.learning = "bptt"
+    for core in net.cores:
+        core.learning = "bptt"
     loss_v = loss_pi = 0.0
     for (obs, reward), acts in zip(episodes, actions):
         T = len(obs)
         state = net.initial_state(1, learner=False)
-        s_a, s_c = state.actor, state.critic
         values, logps = [], []
         for t in range(T):
-            reset = torch.tensor([t == 0])
-            params, s_a = net.actor(obs[t:t + 1], s_a, reset)
-            value, s_c = net.critic(obs[t:t + 1], s_c, reset)
-            values.append(value[0, 0])
+            params, value, state = net.step(obs[t:t + 1], state, torch.tensor([t == 0]))
+            values.append(value[0])
             logps.append(dists.log_prob(params, acts[t:t + 1], False)[0])
         v = torch.stack(values).detach()
         v_next = torch.cat((v[1:], v.new_zeros(1)))  # the episode terminates after its last step
@@ -80,8 +76,9 @@ def _forward_view(agent: StreamAgent, episodes, actions):
             adv[t] = running
         loss_v = loss_v + (adv * torch.stack(values)).sum()
         loss_pi = loss_pi + (adv * torch.stack(logps)).sum()
-    return (torch.autograd.grad(loss_v, list(net.critic.parameters()), allow_unused=True),
-            torch.autograd.grad(loss_pi, list(net.actor.parameters()), allow_unused=True))
+    actor_params, critic_params = net.parameter_groups()
+    return (torch.autograd.grad(loss_v, critic_params, allow_unused=True, retain_graph=True),
+            torch.autograd.grad(loss_pi, actor_params, allow_unused=True))
 
 
 def _agent(core: str, seed: int = 0) -> StreamAgent:
@@ -206,10 +203,31 @@ def test_cli_run_writes_its_folder_and_resumes(tmp_path):
     assert ckpt["kind"] == "stream-ac" and ckpt["counters"]["frames"] == 300
     learner = ckpt["learner"]
     assert learner["steps"] == 300 and learner["state"][0][1] is not None  # sensitivities are saved
-    assert len(learner["critic_opt"]["traces"]) == sum(k.startswith("critic.") for k in ckpt["agent"])
+    n_core = sum(k.startswith("cores.") for k in ckpt["agent"])  # the RTU's actor and critic: one fused layer
+    assert len(learner["critic_opt"]["traces"]) == sum(k.startswith("critic.") for k in ckpt["agent"]) + n_core
     assert main(base + ["--total-frames", "500", "--resume"]) == 0
     ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["frames"] == 500 and ckpt["counters"]["restarts"] == 1
     assert ckpt["learner"]["steps"] == 500  # the learner's own counter went on from the checkpoint
     assert main(["eval", str(run), "--episodes", "3"]) == 0
     assert json.loads((run / "eval.json").read_text())["episodes"] == 3
+
+
+def test_a_fused_rtu_keeps_actor_and_critic_apart():
+    agent = _agent("rtrl-rtu")
+    assert agent.fused and len(agent.cores) == 1
+    learner = StreamAC(agent, lr=0.5, discount=GAMMA, lam=LAM, reward_scale=False)
+    before = {n: p.detach().clone() for n, p in agent.cores.named_parameters()}
+    obs, reward = _episodes(3, seed=2)[0]
+    learner.begin(obs[0])
+    for t in range(len(obs) - 1):
+        learner.act()
+        learner.learn(float(reward[t]), obs[t + 1], False)
+    halves = agent.actor_units()
+    for opt, own in ((learner.actor_opt, 1.0), (learner.critic_opt, 0.0)):
+        for p, z in zip(opt.params, opt.traces):
+            if id(p) in halves:  # a network's trace is zero on the other network's units, nonzero on its own
+                other = halves[id(p)] != own
+                assert (z[other] == 0).all() and z[~other].abs().sum() > 0
+    for n, p in agent.cores.named_parameters():
+        assert not torch.equal(p, before[n])  # both halves learned

@@ -40,7 +40,7 @@ import math
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -74,43 +74,33 @@ def sparse_init_(layer: nn.Linear, sparsity: float = 0.9) -> None:
         layer.bias.zero_()
 
 
+FUSED_CORES = ("rtrl-rtu", "tbptt-rtu")
+"""Cores whose actor and critic run as one layer of twice the width (see :class:`StreamAgent`)."""
+
+StreamState = tuple  # one RecurrentState per core: (fused,) or (actor's, critic's)
+
+
 class StreamNet(nn.Module):
-    """One network of the streaming agent: ``x (B, D) → core → 2 × (Linear, LayerNorm, leaky ReLU) → head``.
+    """The layers above a core: ``y (B, H) → 2 × (Linear, LayerNorm, leaky ReLU) → head (B, out)``."""
 
-    ``forward(x, state, reset)`` with ``reset (B,)`` bool (``x`` starts an episode) returns the head's
-    output ``(B, out)`` and the core's state after the step (a segment of length 1)."""
-
-    def __init__(self, obs_dim: int, out: int, core: str, hidden_size: int, width: int,
-                 activation: str = "relu", sparsity: float = 0.9) -> None:
+    def __init__(self, in_features: int, out: int, width: int, sparsity: float = 0.9) -> None:
         super().__init__()
-        self.core = _make_core(core, obs_dim, hidden_size, 0.0, activation)
-        self.fc1, self.fc2 = nn.Linear(self.core.hidden_size, width), nn.Linear(width, width)
+        self.fc1, self.fc2 = nn.Linear(in_features, width), nn.Linear(width, width)
         self.head = nn.Linear(width, out)
         for layer in (self.fc1, self.fc2, self.head):
             sparse_init_(layer, sparsity)
 
-    def forward(self, x: Tensor, state: RecurrentState, reset: Tensor) -> tuple[Tensor, RecurrentState]:
-        y, state = self.core(x[None], state, reset[None])
-        h = y[0]
+    def forward(self, y: Tensor) -> Tensor:
+        h = y
         for fc in (self.fc1, self.fc2):
             h = fc(h)
             h = F.leaky_relu(F.layer_norm(h, h.shape[-1:]))
-        return self.head(h), state
+        return self.head(h)
 
 
-class StreamState(NamedTuple):
-    """The carried state of the actor's and the critic's cores (each a :class:`RecurrentState`)."""
-
-    actor: RecurrentState
-    critic: RecurrentState
-
-    def map(self, fn: Callable[[Tensor], Tensor]) -> "StreamState":
-        return StreamState(self.actor.map(fn), self.critic.map(fn))
-
-
-def _without_sensitivities(s: RecurrentState) -> RecurrentState:
+def _without_sensitivities(state: StreamState) -> StreamState:
     """The state for a forward without gradient: the cheap scan, no carry-out of sensitivities."""
-    return RecurrentState(s.c)
+    return tuple(RecurrentState(s.c) for s in state)
 
 
 def _plain(s: RecurrentState) -> list:
@@ -124,9 +114,17 @@ def _recurrent(saved: list) -> RecurrentState:
 
 
 class StreamAgent(nn.Module):
-    """The streaming agent: an observation normaliser (optional) and separate actor and critic
-    :class:`StreamNet` s. ``act`` has the signature of :meth:`rtrl.rl.agent.Agent.act`, so evaluation
-    (:func:`rtrl.rl.runbook.evaluate`) runs it as any agent; its state is a :class:`StreamState`."""
+    """The streaming agent: an observation normaliser (optional), the core(s), and separate actor and
+    critic :class:`StreamNet` s above them. ``act`` has the signature of :meth:`rtrl.rl.agent.Agent.act`,
+    so evaluation (:func:`rtrl.rl.runbook.evaluate`) runs it as any agent.
+
+    The actor and the critic each have their own core of ``hidden_size`` features. For the RTU
+    (``FUSED_CORES``) the two are one layer of ``2 · hidden_size``: its units are independent (an
+    element-wise recurrence and an element-wise readout), so the first half is the actor's core and the
+    second the critic's, exactly as two layers, at the cost of one exact-RTRL call per step instead of
+    two. Each network's gradient is zero on the other's half, so its trace and its ObGD step touch only
+    its own units. Cores whose readout mixes units (the eLSTM's output gate, the LRU's ``C``) stay two.
+    """
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-rtu",
                  hidden_size: int = 64, width: int = 128, continuous: bool = False, obs_norm: bool = True,
@@ -141,8 +139,12 @@ class StreamAgent(nn.Module):
         self.obs_rms = ObsNormalizer(self.obs_shape) if obs_norm else None
         self.param_size = 2 * num_actions if self.continuous else num_actions
         d = obs_shape[0]
-        self.actor = StreamNet(d, self.param_size, core, hidden_size, width, activation, sparsity)
-        self.critic = StreamNet(d, 1, core, hidden_size, width, activation, sparsity)
+        self.fused = core in FUSED_CORES
+        make = lambda n: _make_core(core, d, n, 0.0, activation)  # noqa: E731
+        self.cores = nn.ModuleList([make(2 * hidden_size)] if self.fused else [make(hidden_size), make(hidden_size)])
+        h = self.cores[0].hidden_size // (2 if self.fused else 1)
+        self.actor = StreamNet(h, self.param_size, width, sparsity)
+        self.critic = StreamNet(h, 1, width, sparsity)
 
     @property
     def exact_rtrl(self) -> bool:
@@ -152,12 +154,35 @@ class StreamAgent(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.actor.head.weight.dtype
 
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The actor's and the critic's parameters (a fused core's are in both: see the class docstring)."""
+        if self.fused:
+            shared = list(self.cores[0].parameters())
+            return list(self.actor.parameters()) + shared, list(self.critic.parameters()) + shared
+        return ([*self.actor.parameters(), *self.cores[0].parameters()],
+                [*self.critic.parameters(), *self.cores[1].parameters()])
+
+    def actor_units(self) -> dict[int, Tensor]:
+        """For a fused core: ``id(parameter) -> mask`` (same shape, 1.0 on the actor's half of the units, 0.0
+        on the critic's), by the element-wise cell's layout: ``weight_ih (K·N, D)`` and ``bias (K·N,)`` gate-
+        major, ``weight_hh (J, N)``. Empty for separate cores."""
+        if not self.fused:
+            return {}
+        cell = self.cores[0].cell
+        n = cell.hidden_size
+        half = lambda idx: (idx % n < n // 2).to(self.dtype)  # noqa: E731
+        rows = half(torch.arange(cell.weight_ih.shape[0]))
+        masks = {id(cell.weight_ih): rows[:, None].expand_as(cell.weight_ih).clone(), id(cell.bias): rows,
+                 id(cell.weight_hh): half(torch.arange(n)).expand_as(cell.weight_hh).clone()}
+        if set(masks) != {id(p) for p in self.cores[0].parameters()}:
+            raise ValueError(f"cannot split the {self.core_name} core's parameters into the actor's and the critic's")
+        return masks
+
     def initial_state(self, batch_size: int, learner: bool = True) -> StreamState:
         """Zero states; with sensitivities for an exact-RTRL core on the learner's side."""
         w = self.actor.head.weight
         sens = learner and self.exact_rtrl
-        return StreamState(*(net.core.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
-                             for net in (self.actor, self.critic)))
+        return tuple(c.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype) for c in self.cores)
 
     def normalise(self, obs: Tensor) -> Tensor:
         """Raw observations ``(B, D)`` -> the networks' input ``(B, D)`` in the agent's dtype."""
@@ -170,13 +195,36 @@ class StreamAgent(nn.Module):
         if self.obs_rms is not None:
             self.obs_rms.update(obs)
 
+    def _core(self, i: int, x: Tensor, s: RecurrentState, reset: Tensor) -> tuple[Tensor, RecurrentState]:
+        y, s = self.cores[i](x[None], s, reset[None])
+        return y[0], s
+
+    def step(self, x: Tensor, state: StreamState, reset: Tensor) -> tuple[Tensor, Tensor, StreamState]:
+        """One step of both networks: ``x (B, D)`` normalised, ``reset (B,)`` bool -> policy parameters
+        ``(B, A|2A)``, values ``(B,)``, the state after the step."""
+        if self.fused:
+            y, s = self._core(0, x, state[0], reset)
+            y_a, y_c = y.chunk(2, -1)
+            new = (s,)
+        else:
+            (y_a, s_a), (y_c, s_c) = self._core(0, x, state[0], reset), self._core(1, x, state[1], reset)
+            new = (s_a, s_c)
+        return self.actor(y_a), self.critic(y_c)[:, 0], new
+
+    def value(self, x: Tensor, state: StreamState, reset: Tensor) -> Tensor:
+        """The critic alone: values ``(B,)`` (the state after the step is not needed)."""
+        i = 0 if self.fused else 1
+        y, _ = self._core(i, x, state[i], reset)
+        return self.critic(y.chunk(2, -1)[1] if self.fused else y)[:, 0]
+
     @torch.no_grad()
     def act(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: StreamState, greedy: bool = False):
         """``obs (B, D)``, ``reset (B,)`` -> action ``(B,)`` (continuous ``(B, A)``), policy parameters,
         state. ``prev_reward`` is not read (the networks take the observation alone)."""
         reset = reset if reset.dtype == torch.bool else reset > 0.5
-        params, s_a = self.actor(self.normalise(obs), _without_sensitivities(state.actor), reset)
-        return dists.sample(params, self.continuous, greedy), params, StreamState(s_a, state.critic)
+        y, s = self._core(0, self.normalise(obs), RecurrentState(state[0].c), reset)
+        params = self.actor(y.chunk(2, -1)[0] if self.fused else y)
+        return dists.sample(params, self.continuous, greedy), params, (s, *state[1:])
 
 
 class ObGD:
@@ -229,6 +277,11 @@ class ObGD:
             z.copy_(saved)
 
 
+def _take(grads: tuple[Optional[Tensor], ...], split: list[tuple[int, Optional[Tensor]]]) -> list[Optional[Tensor]]:
+    """One network's gradients out of the joint ones: ``grads[i]``, times ``mask`` where one is given."""
+    return [grads[i] if m is None or grads[i] is None else grads[i] * m for i, m in split]
+
+
 class StreamAC:
     """Stream AC(λ) for one :class:`StreamAgent` and one environment (see the module docstring).
 
@@ -239,8 +292,16 @@ class StreamAC:
                  kappa_policy: float = 3.0, kappa_value: float = 2.0, entropy_weight: float = 0.01,
                  reward_scale: bool = True) -> None:
         self.agent, self.discount, self.entropy_weight = agent, discount, entropy_weight
-        self.actor_params = [p for p in agent.actor.parameters() if p.requires_grad]
-        self.critic_params = [p for p in agent.critic.parameters() if p.requires_grad]
+        self.actor_params, self.critic_params = agent.parameter_groups()
+        # one backward serves both networks: their parameters are disjoint but for a fused core, whose
+        # gradient each takes on its own half of the units (actor_units); every list below is in the
+        # order of self.params
+        self.params = list({id(p): p for p in self.actor_params + self.critic_params}.values())
+        index = {id(p): i for i, p in enumerate(self.params)}
+        halves = agent.actor_units()
+        self._actor_split = [(index[id(p)], halves.get(id(p))) for p in self.actor_params]
+        self._critic_split = [(index[id(p)], None if id(p) not in halves else 1.0 - halves[id(p)])
+                              for p in self.critic_params]
         self.actor_opt = ObGD(self.actor_params, lr, discount, lam, kappa_policy)
         self.critic_opt = ObGD(self.critic_params, lr, discount, lam, kappa_value)
         self.reward_scaler = RewardScaler(1) if reward_scale else None
@@ -272,12 +333,11 @@ class StreamAC:
         if bool(self.first):  # an episode starts: the cores zero state and sensitivities (reset), traces here
             self.actor_opt.reset()
             self.critic_opt.reset()
-        params, s_a = agent.actor(self.x, self.state.actor, self.first)
-        value, s_c = agent.critic(self.x, self.state.critic, self.first)
+        params, value, state = agent.step(self.x, self.state, self.first)
         action = dists.sample(params.detach(), agent.continuous)
         logp = dists.log_prob(params, action, agent.continuous)
-        self._pending = (value[0, 0], logp[0], dists.entropy(params, agent.continuous)[0])
-        self._next_state = StreamState(s_a.detach(), s_c.detach())  # TBPTT(1) for a BPTT core
+        self._pending = (value[0], logp[0], dists.entropy(params, agent.continuous)[0])
+        self._next_state = tuple(s.detach() for s in state)  # TBPTT(1) for a BPTT core
         return action.numpy()
 
     def learn(self, reward: float, obs, done: bool, truncated: bool = False, final_obs=None) -> dict[str, float]:
@@ -294,18 +354,17 @@ class StreamAC:
         if not done or truncated:
             src = agent.normalise(torch.as_tensor(final_obs).reshape(1, -1)) if done else x_next
             with torch.no_grad():
-                v_next, _ = agent.critic(src, _without_sensitivities(self._next_state.critic),
-                                         torch.zeros(1, dtype=torch.bool))
+                v_next = agent.value(src, _without_sensitivities(self._next_state), torch.zeros(1, dtype=torch.bool))
             boot = float(v_next)
         v = float(value.detach())
         delta = float(r[1, 0]) + gamma * boot - v
-        g_v = torch.autograd.grad(value, self.critic_params, allow_unused=True)
-        self.critic_opt.accumulate(g_v)
-        step_v = self.critic_opt.step(delta)
         # the entropy bonus enters the trace signed by δ, so that the step δ·z always raises entropy
         objective = logp + (self.entropy_weight * math.copysign(1.0, delta)) * entropy
-        g_pi = torch.autograd.grad(objective, self.actor_params, allow_unused=True)
-        self.actor_opt.accumulate(g_pi)
+        # one backward for both: V depends on the critic's parameters only, the objective on the actor's
+        grads = torch.autograd.grad(value + objective, self.params, allow_unused=True)
+        self.critic_opt.accumulate(_take(grads, self._critic_split))
+        self.actor_opt.accumulate(_take(grads, self._actor_split))
+        step_v = self.critic_opt.step(delta)
         step_pi = self.actor_opt.step(delta)
         if not math.isfinite(delta):
             self.skipped += 1
@@ -327,7 +386,7 @@ class StreamAC:
         self.actor_opt.load_state_dict(d["actor_opt"])
         self.critic_opt.load_state_dict(d["critic_opt"])
         self.steps, self.skipped = int(d["steps"]), int(d["skipped"])
-        self.state = StreamState(*(_recurrent(s) for s in d["state"]))
+        self.state = tuple(_recurrent(s) for s in d["state"])
         self.first = d["first"].clone()
         if self.reward_scaler is not None and "reward_scaler" in d:
             self.reward_scaler.load_state_dict(d["reward_scaler"])
