@@ -1,6 +1,6 @@
 """The cost of one streaming agent step (act + update) per core, beside the feed-forward core, in one run.
 
-    python benchmarks/streaming.py                                   # rtrl-rtu tbptt-rtu none, the stream preset
+    python benchmarks/streaming.py                           # rtrl-rtu tbptt-rtu none, the stream preset
     python benchmarks/streaming.py --cores rtrl-rtu rtrl-lru none --steps 5000
     python benchmarks/streaming.py --env rtrl-MemoryChain32-v0 --json out.json
 

@@ -24,7 +24,7 @@ LENGTHS = (7, 9)  # two episodes: the second checks that state, sensitivities an
 
 
 def _episodes(obs_dim: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random observations ``(T, D)`` and rewards ``(T,)`` (``reward[t]`` earned by step ``t``) per episode."""
+    """Random observations ``(T, D)`` and rewards ``(T,)`` (``reward[t]``: step ``t``'s) per episode."""
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(T, obs_dim, generator=g, dtype=torch.float64),
              torch.randn(T, generator=g, dtype=torch.float64)) for T in LENGTHS]
@@ -204,13 +204,15 @@ def test_cli_run_writes_its_folder_and_resumes(tmp_path):
     learner = ckpt["learner"]
     assert learner["steps"] == 300 and learner["state"][0][1] is not None  # sensitivities are saved
     n_core = sum(k.startswith("cores.") for k in ckpt["agent"])  # the RTU's actor and critic: one fused layer
-    assert len(learner["critic_opt"]["traces"]) == sum(k.startswith("critic.") for k in ckpt["agent"]) + n_core
+    n_critic = sum(k.startswith("critic.") for k in ckpt["agent"])
+    assert len(learner["critic_opt"]["traces"]) == n_critic + n_core
     assert main(base + ["--total-frames", "500", "--resume"]) == 0
     ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert ckpt["counters"]["frames"] == 500 and ckpt["counters"]["restarts"] == 1
     assert ckpt["learner"]["steps"] == 500  # the learner's own counter went on from the checkpoint
     assert main(["eval", str(run), "--episodes", "3"]) == 0
     assert json.loads((run / "eval.json").read_text())["episodes"] == 3
+    assert main(["export", str(run), "--format", "torchscript"]) == 2  # not supported yet: one line
 
 
 def test_a_fused_rtu_keeps_actor_and_critic_apart():

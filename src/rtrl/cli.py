@@ -76,8 +76,9 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named preset (default: chosen from the env's family: ppo-vector, ppo-box, ppo-memory or "
                    "ppo-pixels, their -ff twin for --core none, r2ac-* with --algo impala; 'paper' is the paper's R2AC)")
-    p.add_argument("--algo", choices=ALGOS, default=None, help="ppo (the default), impala (R2AC) or stream-ac "
-                   "(stream AC(λ): one env, one update per step; docs/streaming.md)")
+    p.add_argument("--algo", choices=ALGOS, default=None,
+                   help="ppo (the default), impala (R2AC) or stream-ac (stream AC(λ): one env, one update "
+                   "per step; docs/streaming.md)")
     p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: the preset's, rtrl-rtu)")
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("core", "algo"):

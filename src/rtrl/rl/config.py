@@ -71,8 +71,8 @@ class TrainConfig:
     critic: str = "shared"  # "separate": the value head has its own stem and core ("shared": one trunk)
     activation: str = "relu"  # the MLP stem's and the RTU's output: "relu" or "tanh"
     init: str = "default"  # "orthogonal": stems and heads orthogonal, gains √2 / 0.01 (policy) / 1 (value)
-    # stream-ac only (rtrl.rl.stream): ObGD's trace decay λ and bounds κ; lr, discount, entropy_weight, obs_norm,
-    # reward_scale as above; encoder_width is the width of the 2-layer MLP above the core
+    # stream-ac only (rtrl.rl.stream): ObGD's trace decay λ and bounds κ; lr, discount, entropy_weight,
+    # obs_norm, reward_scale as above; encoder_width is the width of the 2-layer MLP above the core
     trace_lambda: float = 0.8
     kappa_policy: float = 3.0
     kappa_value: float = 2.0
@@ -152,7 +152,8 @@ class TrainConfig:
         if self.core not in STREAM_CORES:
             raise ValueError(f"core {self.core!r} cannot stream; choose one of {STREAM_CORES}")
         if self.load_stem or self.freeze_stem:
-            raise ValueError("--algo stream-ac has no stem below its core: leave --load-stem and --freeze-stem unset")
+            raise ValueError("--algo stream-ac has no stem below its core: leave --load-stem and "
+                             "--freeze-stem unset")
         if not 0 <= self.trace_lambda <= 1:
             raise ValueError(f"trace_lambda must be in [0, 1], got {self.trace_lambda}")
         for name in ("kappa_policy", "kappa_value"):
@@ -256,8 +257,9 @@ PRESETS.update({
 })
 # Stream AC(λ) (`rtrl train --algo stream-ac`): Elsayed et al.'s settings (lr 1 with ObGD, λ 0.8, κ 3 / 2,
 # entropy 0.01, observations normalised and rewards scaled, 2 x 128 MLP) and Farr et al.'s 64 RTU features.
-PRESETS["stream"] = TrainConfig(algo="stream-ac", core="rtrl-rtu", hidden_size=64, encoder_width=128, num_envs=1,
-                                num_actors=0, optimizer="obgd", lr=1.0, discount=0.99, entropy_weight=0.01,
+PRESETS["stream"] = TrainConfig(algo="stream-ac", core="rtrl-rtu", hidden_size=64, encoder_width=128,
+                                num_envs=1, num_actors=0, optimizer="obgd", lr=1.0, discount=0.99,
+                                entropy_weight=0.01,
                                 reward_clip=0.0, obs_norm=True, reward_scale=True, total_frames=100_000,
                                 log_every=1, checkpoint_every=20, eval_episodes=100)
 MEMORY_PREFIXES = ("rtrl-Recall", "rtrl-MemoryChain", "popgym-", "MiniGrid-")
@@ -303,8 +305,8 @@ def describe_preset(name: str) -> str:
     """One line naming a preset's family and its main choices (printed at the start of a run)."""
     cfg, family = PRESETS[name], name.split("-")[1] if name.count("-") else name
     if cfg.algo == "stream-ac":
-        return (f"preset {name}: stream AC(λ), core {cfg.core} {cfg.hidden_size}, MLP {cfg.encoder_width}, one env, "
-                f"ObGD lr {cfg.lr:g} λ {cfg.trace_lambda:g}")
+        return (f"preset {name}: stream AC(λ), core {cfg.core} {cfg.hidden_size}, MLP {cfg.encoder_width}, "
+                f"one env, ObGD lr {cfg.lr:g} λ {cfg.trace_lambda:g}")
     algo = "PPO" if cfg.algo == "ppo" else "R2AC"
     sizes = f"{cfg.num_envs} envs x {cfg.unroll} steps"
     if cfg.algo == "ppo":

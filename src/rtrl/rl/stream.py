@@ -27,11 +27,18 @@ the state every step: streaming TBPTT(1). ``none``: Elsayed et al.'s feed-forwar
 What stays approximate is RTRL's staleness: ``S_{t-1}`` was built under ``θ_{t-1}, θ_{t-2}, …``
 while the weights change every step (Farr et al. study its size).
 
-The networks (:class:`StreamNet`): ``core → [Linear → LayerNorm (no parameters) → leaky ReLU] × 2
-→ head``; the linear layers start sparse (90 % of each row's weights zero, the rest LeCun-uniform,
-biases 0); the core keeps its own init. The core reads the normalised observation directly, so
-every parameter above it gets its exact gradient by backprop and the core's by RTRL: nothing is
-truncated (a stem below the core would get the within-step gradient only).
+The networks (:class:`StreamAgent`): each of actor and critic is ``core → [Linear → LayerNorm (no
+parameters) → leaky ReLU] × 2 → head`` (:class:`StreamNet` above the core); the linear layers start
+sparse (90 % of each row's weights zero, the rest LeCun-uniform, biases 0); the core keeps its own
+init. The core reads the normalised observation directly, so every parameter above it gets its exact
+gradient by backprop and the core's by RTRL: nothing is truncated (a stem below the core would get
+the within-step gradient only). The RTU's two cores run as one layer of twice the width (see
+:class:`StreamAgent`), and one backward pass gives both networks' gradients.
+
+Per-step cost: ``benchmarks/streaming.py``. Where this departs from Elsayed et al.'s code: the Gaussian
+policy's log-std is a head output (``[mean; log_std]``, :mod:`rtrl.rl.dists`) rather than a softplus
+std; sparse init keeps at least one weight per row; rewards are scaled by :class:`RewardScaler`
+(cleanrl's rule, the repo's one implementation) rather than their wrapper.
 """
 
 from __future__ import annotations
@@ -52,8 +59,8 @@ from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES, _make_core
 from rtrl.rl.normalize import ObsNormalizer, RewardScaler
 from rtrl.state import RecurrentState, Sensitivities
 
-STREAM_CORES = tuple(c for c in CORES if c not in WHOLE_EPISODE_CORES and not c.startswith(("rtrl2", "tbptt2"))
-                     and c not in ("snap1-lstm", "uoro-lstm"))
+STREAM_CORES = tuple(c for c in CORES if c not in WHOLE_EPISODE_CORES + ("snap1-lstm", "uoro-lstm")
+                     and not c.startswith(("rtrl2", "tbptt2")))
 BLOCK = 1000  # steps between the run book's log/checkpoint points (its "updates" count blocks)
 
 
@@ -141,7 +148,8 @@ class StreamAgent(nn.Module):
         d = obs_shape[0]
         self.fused = core in FUSED_CORES
         make = lambda n: _make_core(core, d, n, 0.0, activation)  # noqa: E731
-        self.cores = nn.ModuleList([make(2 * hidden_size)] if self.fused else [make(hidden_size), make(hidden_size)])
+        self.cores = nn.ModuleList([make(2 * hidden_size)] if self.fused
+                                   else [make(hidden_size), make(hidden_size)])
         h = self.cores[0].hidden_size // (2 if self.fused else 1)
         self.actor = StreamNet(h, self.param_size, width, sparsity)
         self.critic = StreamNet(h, 1, width, sparsity)
@@ -175,14 +183,15 @@ class StreamAgent(nn.Module):
         masks = {id(cell.weight_ih): rows[:, None].expand_as(cell.weight_ih).clone(), id(cell.bias): rows,
                  id(cell.weight_hh): half(torch.arange(n)).expand_as(cell.weight_hh).clone()}
         if set(masks) != {id(p) for p in self.cores[0].parameters()}:
-            raise ValueError(f"cannot split the {self.core_name} core's parameters into the actor's and the critic's")
+            raise ValueError(f"cannot split the {self.core_name} core's parameters between actor and critic")
         return masks
 
     def initial_state(self, batch_size: int, learner: bool = True) -> StreamState:
         """Zero states; with sensitivities for an exact-RTRL core on the learner's side."""
         w = self.actor.head.weight
         sens = learner and self.exact_rtrl
-        return tuple(c.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype) for c in self.cores)
+        return tuple(c.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
+                     for c in self.cores)
 
     def normalise(self, obs: Tensor) -> Tensor:
         """Raw observations ``(B, D)`` -> the networks' input ``(B, D)`` in the agent's dtype."""
@@ -258,7 +267,7 @@ class ObGD:
 
     @torch.no_grad()
     def step(self, delta: float) -> float:
-        """``θ ← θ + α_eff δ z``; returns ``α_eff`` (0, nothing changed, when ``δ`` or ``z`` is not finite)."""
+        """``θ ← θ + α_eff δ z``; returns ``α_eff`` (0, nothing changed, where ``δ`` or ``z`` is NaN/Inf)."""
         l1 = self.l1()
         if not (math.isfinite(delta) and math.isfinite(l1)):
             return 0.0
@@ -277,7 +286,8 @@ class ObGD:
             z.copy_(saved)
 
 
-def _take(grads: tuple[Optional[Tensor], ...], split: list[tuple[int, Optional[Tensor]]]) -> list[Optional[Tensor]]:
+def _take(grads: tuple[Optional[Tensor], ...],
+          split: list[tuple[int, Optional[Tensor]]]) -> list[Optional[Tensor]]:
     """One network's gradients out of the joint ones: ``grads[i]``, times ``mask`` where one is given."""
     return [grads[i] if m is None or grads[i] is None else grads[i] * m for i, m in split]
 
@@ -340,7 +350,8 @@ class StreamAC:
         self._next_state = tuple(s.detach() for s in state)  # TBPTT(1) for a BPTT core
         return action.numpy()
 
-    def learn(self, reward: float, obs, done: bool, truncated: bool = False, final_obs=None) -> dict[str, float]:
+    def learn(self, reward: float, obs, done: bool, truncated: bool = False,
+              final_obs=None) -> dict[str, float]:
         """One update from the transition the last :meth:`act` started: ``reward`` and ``obs`` (the next
         observation; after ``done`` the next episode's first), ``truncated`` (a time limit ended it) with
         ``final_obs`` (the observation it stopped at). Returns ``delta``, the step sizes and ``value``."""
@@ -354,7 +365,8 @@ class StreamAC:
         if not done or truncated:
             src = agent.normalise(torch.as_tensor(final_obs).reshape(1, -1)) if done else x_next
             with torch.no_grad():
-                v_next = agent.value(src, _without_sensitivities(self._next_state), torch.zeros(1, dtype=torch.bool))
+                v_next = agent.value(src, _without_sensitivities(self._next_state),
+                                     torch.zeros(1, dtype=torch.bool))
             boot = float(v_next)
         v = float(value.detach())
         delta = float(r[1, 0]) + gamma * boot - v
@@ -392,7 +404,8 @@ class StreamAC:
             self.reward_scaler.load_state_dict(d["reward_scaler"])
 
 
-def train_stream(cfg, run_dir: Optional[str | Path] = None, resume: bool = False, progress: bool = True) -> dict:
+def train_stream(cfg, run_dir: Optional[str | Path] = None, resume: bool = False,
+                 progress: bool = True) -> dict:
     """Train with stream AC(λ) (``cfg.algo == "stream-ac"``): one env, one update per step. The run
     folder, checkpoints (weights, normaliser, traces, the cores' states and sensitivities, RNG), resume,
     Ctrl-C and evaluation work as for PPO; the run book's "updates" are blocks of ``BLOCK`` steps.

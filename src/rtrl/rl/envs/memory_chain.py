@@ -89,7 +89,7 @@ class MemoryChainVecEnv(VecEnv):
 
 
 def _gym_env_class():
-    """``MemoryChainEnv``: one stream as a ``gymnasium.Env`` (built on first use: no gymnasium needed here)."""
+    """``MemoryChainEnv``: one stream as a ``gymnasium.Env`` (built on first use: no gymnasium here)."""
     import gymnasium as gym
 
     class MemoryChainEnv(gym.Env):
@@ -101,7 +101,8 @@ def _gym_env_class():
 
         def __init__(self, length: int = 32, num_bits: int = 1) -> None:
             self._vec = MemoryChainVecEnv(1, length, num_bits)
-            self.observation_space = gym.spaces.Box(-1.0, float(max(num_bits - 1, 1)), (num_bits + 2,), np.float32)
+            high = float(max(num_bits - 1, 1))  # the query index; time and context lie in [-1, 1]
+            self.observation_space = gym.spaces.Box(-1.0, high, (num_bits + 2,), np.float32)
             self.action_space = gym.spaces.Discrete(2)
 
         def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
@@ -136,4 +137,5 @@ def register_gymnasium() -> None:
     for length in GYM_LENGTHS:
         env_id = f"rtrl-MemoryChain{length}-v0"
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point="rtrl.rl.envs.memory_chain:MemoryChainEnv", kwargs={"length": length})
+            gym.register(env_id, entry_point="rtrl.rl.envs.memory_chain:MemoryChainEnv",
+                         kwargs={"length": length})
