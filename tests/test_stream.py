@@ -65,7 +65,7 @@ def _forward_view(agent: StreamAgent, episodes, actions):
         for t in range(T):
             params, value, state = net.step(obs[t:t + 1], state, torch.tensor([t == 0]))
             values.append(value[0])
-            logps.append(dists.log_prob(params, acts[t:t + 1], False)[0])
+            logps.append(dists.log_prob(params, acts[t:t + 1], net.continuous)[0])
         v = torch.stack(values).detach()
         v_next = torch.cat((v[1:], v.new_zeros(1)))  # the episode terminates after its last step
         delta = reward + GAMMA * v_next - v
@@ -81,15 +81,16 @@ def _forward_view(agent: StreamAgent, episodes, actions):
             torch.autograd.grad(loss_pi, actor_params, allow_unused=True))
 
 
-def _agent(core: str, seed: int = 0) -> StreamAgent:
+def _agent(core: str, seed: int = 0, continuous: bool = False) -> StreamAgent:
     torch.manual_seed(seed)
     # half the weights zero, not 90 %: at these small sizes every layer then carries signal
-    return StreamAgent((3,), 3, core, hidden_size=8, width=16, obs_norm=False, sparsity=0.5).double()
+    return StreamAgent((3,), 3 if not continuous else 2, core, hidden_size=8, width=16, obs_norm=False,
+                       sparsity=0.5, continuous=continuous).double()
 
 
-def _compare(core: str, lam: float = LAM) -> list[bool]:
+def _compare(core: str, lam: float = LAM, continuous: bool = False) -> list[bool]:
     """For each parameter of the critic, then the actor: does the backward view equal the forward view?"""
-    agent = _agent(core)
+    agent = _agent(core, continuous=continuous)
     episodes = _episodes(3, seed=1)
     (sum_v, sum_pi), actions = _backward_view(agent, episodes, lam)
     grad_v, grad_pi = _forward_view(agent, episodes, actions)
@@ -106,6 +107,10 @@ def _compare(core: str, lam: float = LAM) -> list[bool]:
 @pytest.mark.parametrize("core", ["rtrl-rtu", "rtrl-lru", "rtrl-elstm", "rtrl-diag", "none"])
 def test_traces_over_exact_rtrl_equal_bptt_forward_view(core):
     assert all(_compare(core))
+
+
+def test_the_identity_holds_for_a_gaussian_policy():
+    assert all(_compare("rtrl-lru", continuous=True))
 
 
 def test_tbptt_core_misses_the_past():
@@ -233,3 +238,20 @@ def test_a_fused_rtu_keeps_actor_and_critic_apart():
                 assert (z[other] == 0).all() and z[~other].abs().sum() > 0
     for n, p in agent.cores.named_parameters():
         assert not torch.equal(p, before[n])  # both halves learned
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_a_time_limit_bootstraps_from_the_final_observation_and_a_termination_does_not(truncated):
+    agent = _agent("rtrl-rtu")
+    (obs, reward), (other, _) = _episodes(3, seed=3)
+    final = obs[1]
+    with torch.no_grad():  # the expectation, by hand: V_0, and V(final obs) with the state carried on
+        _, v0, state = agent.step(obs[:1], agent.initial_state(1), torch.tensor([True]))
+        v_final = agent.value(final[None], state, torch.tensor([False]))
+    learner = StreamAC(agent, lr=0.0, discount=GAMMA, lam=LAM, reward_scale=False)
+    learner.begin(obs[0])
+    learner.act()
+    stats = learner.learn(float(reward[0]), other[0], True, truncated, final.numpy()[None])
+    want = reward[0] + (GAMMA * v_final[0] if truncated else 0.0) - v0[0]
+    assert stats["delta"] == pytest.approx(float(want), rel=1e-12, abs=1e-12)
+    assert bool(learner.first)  # the next observation starts an episode: state and traces restart there
