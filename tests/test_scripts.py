@@ -126,6 +126,8 @@ NEEDS = {  # experiments whose envs come with an optional package: (module, what
     ("headline", ["--tasks", "popgym-CountRecallEasy-v0", "--seeds", "0", "--frames", "2560"], "headline_table.md"),
     ("reference", ["--rows", "ppo-cartpole", "rec-pendulum", "--seeds", "0", "--scale", "0.005"], "reference_table.md"),
     ("layers", ["--seeds", "0", "--max-sequences", "32", "--hidden-size", "8"], "layers_table.md"),
+    ("streaming", ["--lengths", "3", "--seeds", "0", "--steps", "300", "--eval-episodes", "2"],
+     "streaming_table.md"),
     ("layers/recall", ["--seeds", "0", "--frames", "2560", "--lrs", "0.001", "--cores", "rtrl2-lru", "bptt2-lru"],
      "layers_rl_table.md"),
 ])
