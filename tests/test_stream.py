@@ -255,3 +255,11 @@ def test_a_time_limit_bootstraps_from_the_final_observation_and_a_termination_do
     want = reward[0] + (GAMMA * v_final[0] if truncated else 0.0) - v0[0]
     assert stats["delta"] == pytest.approx(float(want), rel=1e-12, abs=1e-12)
     assert bool(learner.first)  # the next observation starts an episode: state and traces restart there
+
+
+def test_a_non_finite_observation_stops_with_one_line():
+    learner = StreamAC(_agent("rtrl-rtu"), reward_scale=False)
+    learner.begin(torch.zeros(3))
+    learner.act()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        learner.learn(0.0, torch.tensor([0.0, float("nan"), 0.0]), False)

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rtrl.checks import finite_inputs
 from rtrl.rl import dists
 from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES, _make_core
 from rtrl.rl.normalize import ObsNormalizer, RewardScaler
@@ -286,6 +287,14 @@ class ObGD:
             z.copy_(saved)
 
 
+def _finite(obs: Tensor) -> Tensor:
+    """``obs``, checked once here for NaN/Inf, so that the cores skip their own check (``finite_inputs``)."""
+    if not bool(torch.isfinite(obs).all()):
+        raise ValueError(f"an observation holds NaN or Inf ({obs.tolist()}); stream-ac refuses it: it would "
+                         "poison the normaliser, the state and the sensitivities")
+    return obs
+
+
 def _take(grads: tuple[Optional[Tensor], ...],
           split: list[tuple[int, Optional[Tensor]]]) -> list[Optional[Tensor]]:
     """One network's gradients out of the joint ones: ``grads[i]``, times ``mask`` where one is given."""
@@ -328,7 +337,7 @@ class StreamAC:
                    cfg.entropy_weight, cfg.reward_scale)
 
     def _observe(self, obs) -> Tensor:
-        o = torch.as_tensor(obs).reshape(1, *self.agent.obs_shape)
+        o = _finite(torch.as_tensor(obs).reshape(1, *self.agent.obs_shape))
         self.agent.update_obs_stats(o)
         return self.agent.normalise(o)
 
@@ -343,7 +352,8 @@ class StreamAC:
         if bool(self.first):  # an episode starts: the cores zero state and sensitivities (reset), traces here
             self.actor_opt.reset()
             self.critic_opt.reset()
-        params, value, state = agent.step(self.x, self.state, self.first)
+        with finite_inputs():  # (checked in _observe)
+            params, value, state = agent.step(self.x, self.state, self.first)
         action = dists.sample(params.detach(), agent.continuous)
         logp = dists.log_prob(params, action, agent.continuous)
         self._pending = (value[0], logp[0], dists.entropy(params, agent.continuous)[0])
@@ -363,8 +373,8 @@ class StreamAC:
         x_next = self._observe(obs)
         boot = 0.0
         if not done or truncated:
-            src = agent.normalise(torch.as_tensor(final_obs).reshape(1, -1)) if done else x_next
-            with torch.no_grad():
+            src = agent.normalise(_finite(torch.as_tensor(final_obs).reshape(1, -1))) if done else x_next
+            with torch.no_grad(), finite_inputs():
                 v_next = agent.value(src, _without_sensitivities(self._next_state),
                                      torch.zeros(1, dtype=torch.bool))
             boot = float(v_next)
