@@ -148,6 +148,7 @@ def test_obgd_step_matches_its_formula():
     small.accumulate((torch.tensor([1e-3, -1e-3], dtype=torch.float64),))
     assert small.step_size(0.5) == 0.1  # far from overshooting: the plain step size
     assert small.step(float("nan")) == 0.0 and small.params[0].abs().sum() == 0
+    assert small.l1() == 0.0  # the traces restart after a step that could not be taken
 
 
 def test_sparse_init_zeroes_ninety_percent_of_each_row():

@@ -268,9 +268,11 @@ class ObGD:
 
     @torch.no_grad()
     def step(self, delta: float) -> float:
-        """``θ ← θ + α_eff δ z``; returns ``α_eff`` (0, nothing changed, where ``δ`` or ``z`` is NaN/Inf)."""
+        """``θ ← θ + α_eff δ z``; returns ``α_eff``. Where ``δ`` or ``z`` is NaN/Inf the weights stay and
+        the traces restart from 0 (a NaN trace would block every later step); returns 0."""
         l1 = self.l1()
         if not (math.isfinite(delta) and math.isfinite(l1)):
+            self.reset()
             return 0.0
         alpha = self.step_size(delta, l1)
         torch._foreach_add_(self.params, self.traces, alpha=alpha * delta)
