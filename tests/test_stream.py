@@ -17,6 +17,7 @@ from rtrl.cli import main
 from rtrl.rl import dists
 from rtrl.rl.envs import make_env
 from rtrl.rl.stream import ObGD, StreamAC, StreamAgent, sparse_init_
+from rtrl.rl.stream_q import QAgent, StreamQ
 from rtrl.runs import load_checkpoint
 
 GAMMA, LAM = 0.9, 0.8
@@ -264,3 +265,82 @@ def test_a_non_finite_observation_stops_with_one_line():
     learner.act()
     with pytest.raises(ValueError, match="NaN or Inf"):
         learner.learn(0.0, torch.tensor([0.0, float("nan"), 0.0]), False)
+
+
+def _q_views(core: str) -> list[bool]:
+    """Stream Q(λ), greedy (ε = 0, so no trace is cut) with frozen weights: does Σ_t δ_t z_t equal
+    Σ_t (G^λ_t − Q_t(a_t)) ∇Q_t(a_t) by BPTT through whole episodes, parameter by parameter?"""
+    torch.manual_seed(0)
+    agent = QAgent((3,), 3, core, hidden_size=8, width=16, obs_norm=False, sparsity=0.5).double()
+    episodes = _episodes(3, seed=4)
+    learner = StreamQ(agent, lr=0.0, discount=GAMMA, lam=LAM, reward_scale=False)
+    sums = [torch.zeros_like(z) for z in learner.opt.traces]
+    actions = []
+    learner.begin(episodes[0][0][0])
+    nxt = [ep[0][0] for ep in episodes[1:]] + [torch.zeros(3, dtype=torch.float64)]
+    for (obs, reward), after in zip(episodes, nxt):
+        acts = []
+        for t in range(len(obs)):
+            acts.append(int(learner.act()[0]))
+            done = t == len(obs) - 1
+            delta = learner.learn(float(reward[t]), after if done else obs[t + 1], done)["delta"]
+            for acc, z in zip(sums, learner.opt.traces):
+                acc.add_(z, alpha=delta)
+        actions.append(acts)
+    net = copy.deepcopy(agent)
+    net.core.learning = "bptt"
+    loss = 0.0
+    for (obs, reward), acts in zip(episodes, actions):
+        state, qs = net.initial_state(1, learner=False), []
+        for t in range(len(obs)):
+            q, state = net.step(obs[t:t + 1], state, torch.tensor([t == 0]))
+            qs.append(q[0])
+        q_all = torch.stack(qs)
+        q_taken = q_all[torch.arange(len(obs)), torch.tensor(acts)]
+        boot = torch.cat((q_all[1:].detach().max(-1).values, q_all.new_zeros(1)))
+        delta = reward + GAMMA * boot - q_taken.detach()
+        adv, running = torch.zeros_like(delta), 0.0
+        for t in range(len(obs) - 1, -1, -1):
+            running = delta[t] + GAMMA * LAM * running
+            adv[t] = running
+        loss = loss + (adv * q_taken).sum()
+    grads = torch.autograd.grad(loss, list(net.core.parameters()) + list(net.q.parameters()))
+    assert all(s.abs().sum() > 0 for s in sums)
+    return [torch.allclose(s, g, rtol=1e-9, atol=1e-12) for s, g in zip(sums, grads)]
+
+
+def test_stream_q_trace_over_exact_rtrl_equals_bptt_forward_view():
+    assert all(_q_views("rtrl-rtu"))
+    same = _q_views("tbptt-rtu")
+    assert not all(same) and any(same)
+
+
+def test_stream_q_cuts_the_trace_at_an_exploratory_action():
+    torch.manual_seed(0)
+    agent = QAgent((3,), 3, "rtrl-rtu", hidden_size=8, width=16, obs_norm=False, sparsity=0.5).double()
+    learner = StreamQ(agent, lr=0.0, reward_scale=False, explore_steps=10**9)  # ε ≈ 1: random actions
+    obs = torch.randn(40, 3, dtype=torch.float64)
+    learner.begin(obs[0])
+    cuts = 0
+    for t in range(39):
+        greedy = int(agent.step(learner.x, learner.state, learner.first)[0].argmax())
+        action = int(learner.act()[0])
+        g = torch.autograd.grad(learner._pending, learner.params, retain_graph=True)
+        learner.learn(0.0, obs[t + 1], False)
+        if action != greedy and t > 0:  # the trace is this step's gradient alone
+            cuts += 1
+            assert all(torch.allclose(z, gi) for z, gi in zip(learner.opt.traces, g))
+    assert cuts > 5
+
+
+def test_stream_q_cli_run_resumes_and_evaluates(tmp_path):
+    run = tmp_path / "q"
+    base = ["train", "--algo", "stream-q", "--env", "rtrl-MemoryChain3-v0", "--run-dir", str(run),
+            "--no-progress", "--eval-episodes", "3"]
+    assert main(base + ["--total-frames", "200"]) == 0
+    assert json.loads((run / "result.json").read_text())["algo"] == "stream-q"
+    assert main(base + ["--total-frames", "300", "--resume"]) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ckpt["kind"] == "stream-q" and ckpt["learner"]["steps"] == 300
+    assert main(["train", "--algo", "stream-q", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "p"),
+                 "--total-frames", "10", "--no-progress"]) == 2  # Box actions: one line, use stream-ac

@@ -35,8 +35,9 @@ def run_one(out: Path, length: int, core: str, seed: int, steps: int, episodes: 
     if (folder / "result.json").exists():
         return
     cmd = [sys.executable, "-m", "rtrl.cli", "train", "--algo", "stream-ac",
-           "--env", f"rtrl-MemoryChain{length}-v0", "--core", core, "--seed", str(seed), "--total-frames", str(steps), "--eval-episodes", str(episodes),
-           "--run-dir", str(folder), "--no-progress"]
+           "--env", f"rtrl-MemoryChain{length}-v0", "--core", core, "--seed", str(seed),
+           "--total-frames", str(steps), "--eval-episodes", str(episodes), "--run-dir", str(folder),
+           "--no-progress"]
     if folder.exists():
         cmd.append("--resume")
     print(" ".join(cmd[3:]), flush=True)

@@ -17,8 +17,9 @@ from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
 MAX_SEED = 100_000  # env seeds are seed * 10_007 + ...: kept below 2^31 (ALE's and others' seeds are 32-bit)
-ALGOS = ("impala", "ppo", "stream-ac")  # R2AC (IMPALA + V-trace), PPO, or stream AC(λ) (rtrl.rl.stream)
-CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo", "stream-ac": "stream-ac"}
+ALGOS = ("impala", "ppo", "stream-ac", "stream-q")  # R2AC, PPO, stream AC(λ) and Q(λ) (rtrl.rl.stream*)
+CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo", "stream-ac": "stream-ac", "stream-q": "stream-q"}
+STREAM_ALGOS = ("stream-ac", "stream-q")
 
 
 @dataclass
@@ -82,7 +83,7 @@ class TrainConfig:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {ALGOS}")
         if self.algo == "ppo":
             self._validate_ppo()
-        if self.algo == "stream-ac":
+        if self.algo in STREAM_ALGOS:
             self._validate_stream()
         if self.core not in CORES:
             raise ValueError(f"unknown core {self.core!r}; choose one of {CORES}")
@@ -147,12 +148,12 @@ class TrainConfig:
         from rtrl.rl.stream import STREAM_CORES
 
         if self.num_envs != 1 or self.num_actors > 0:
-            raise ValueError(f"--algo stream-ac learns from one environment in one process: --num-envs 1 and "
-                             f"--num-actors 0 (got {self.num_envs} and {self.num_actors})")
+            raise ValueError(f"--algo {self.algo} learns from one environment in one process: --num-envs 1 "
+                             f"and --num-actors 0 (got {self.num_envs} and {self.num_actors})")
         if self.core not in STREAM_CORES:
             raise ValueError(f"core {self.core!r} cannot stream; choose one of {STREAM_CORES}")
         if self.load_stem or self.freeze_stem:
-            raise ValueError("--algo stream-ac has no stem below its core: leave --load-stem and "
+            raise ValueError(f"--algo {self.algo} has no stem below its core: leave --load-stem and "
                              "--freeze-stem unset")
         if not 0 <= self.trace_lambda <= 1:
             raise ValueError(f"trace_lambda must be in [0, 1], got {self.trace_lambda}")
@@ -262,6 +263,8 @@ PRESETS["stream"] = TrainConfig(algo="stream-ac", core="rtrl-rtu", hidden_size=6
                                 entropy_weight=0.01,
                                 reward_clip=0.0, obs_norm=True, reward_scale=True, total_frames=100_000,
                                 log_every=1, checkpoint_every=20, eval_episodes=100)
+# Stream Q(λ) (`--algo stream-q`): the same, ε-greedy from 1 to 0.01 over the first 20 % of the steps, κ 2
+PRESETS["stream-q"] = dataclasses.replace(PRESETS["stream"], algo="stream-q", entropy_weight=0.0)
 MEMORY_PREFIXES = ("rtrl-Recall", "rtrl-MemoryChain", "popgym-", "MiniGrid-")
 
 
@@ -295,8 +298,8 @@ def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = Non
             spec = EnvSpec.of(probe)
             probe.close()
         family = family_of(env_name, spec)
-    if algo == "stream-ac":
-        return "stream"
+    if algo in STREAM_ALGOS:
+        return "stream" if algo == "stream-ac" else "stream-q"
     name = f"{'ppo' if algo == 'ppo' else 'r2ac'}-{family}"
     return f"{name}-ff" if core == "none" and f"{name}-ff" in PRESETS else name
 
@@ -304,8 +307,9 @@ def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = Non
 def describe_preset(name: str) -> str:
     """One line naming a preset's family and its main choices (printed at the start of a run)."""
     cfg, family = PRESETS[name], name.split("-")[1] if name.count("-") else name
-    if cfg.algo == "stream-ac":
-        return (f"preset {name}: stream AC(λ), core {cfg.core} {cfg.hidden_size}, MLP {cfg.encoder_width}, "
+    if cfg.algo in STREAM_ALGOS:
+        kind = "stream AC(λ)" if cfg.algo == "stream-ac" else "stream Q(λ)"
+        return (f"preset {name}: {kind}, core {cfg.core} {cfg.hidden_size}, MLP {cfg.encoder_width}, "
                 f"one env, ObGD lr {cfg.lr:g} λ {cfg.trace_lambda:g}")
     algo = "PPO" if cfg.algo == "ppo" else "R2AC"
     sizes = f"{cfg.num_envs} envs x {cfg.unroll} steps"
@@ -356,6 +360,13 @@ class EnvSpec:
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
     """The agent ``cfg`` describes for ``env`` (a ``VecEnv`` or an :class:`EnvSpec`), on the CPU."""
+    if cfg.algo == "stream-q":
+        from rtrl.rl.stream_q import QAgent
+
+        if getattr(env, "continuous", False):
+            raise ValueError("--algo stream-q needs discrete actions; use --algo stream-ac for Box actions")
+        return QAgent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width,
+                      obs_norm=cfg.obs_norm, activation=cfg.activation)
     if cfg.algo == "stream-ac":
         from rtrl.rl.stream import StreamAgent
 

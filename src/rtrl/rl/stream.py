@@ -292,8 +292,8 @@ class ObGD:
 def _finite(obs: Tensor) -> Tensor:
     """``obs``, checked once here for NaN/Inf, so that the cores skip their own check (``finite_inputs``)."""
     if not bool(torch.isfinite(obs).all()):
-        raise ValueError(f"an observation holds NaN or Inf ({obs.tolist()}); stream-ac refuses it: it would "
-                         "poison the normaliser, the state and the sensitivities")
+        raise ValueError(f"an observation holds NaN or Inf ({obs.tolist()}); a streaming agent refuses it: "
+                         "it would poison the normaliser, the state and the sensitivities")
     return obs
 
 
@@ -418,7 +418,8 @@ class StreamAC:
 
 def train_stream(cfg, run_dir: Optional[str | Path] = None, resume: bool = False,
                  progress: bool = True) -> dict:
-    """Train with stream AC(λ) (``cfg.algo == "stream-ac"``): one env, one update per step. The run
+    """Train with stream AC(λ) (``cfg.algo == "stream-ac"``) or Q(λ) (``"stream-q"``,
+    :mod:`rtrl.rl.stream_q`): one env, one update per step. The run
     folder, checkpoints (weights, normaliser, traces, the cores' states and sensitivities, RNG), resume,
     Ctrl-C and evaluation work as for PPO; the run book's "updates" are blocks of ``BLOCK`` steps.
     An env cannot be checkpointed, so a resumed run starts a new episode (which zeroes state and traces)."""
@@ -428,9 +429,14 @@ def train_stream(cfg, run_dir: Optional[str | Path] = None, resume: bool = False
     from rtrl.utils import ProgressBar
 
     agent, spec = start_training(cfg)
-    learner = StreamAC.from_config(agent, cfg)
+    if cfg.algo == "stream-q":
+        from rtrl.rl.stream_q import StreamQ
+
+        learner = StreamQ.from_config(agent, cfg)
+    else:
+        learner = StreamAC.from_config(agent, cfg)
     run = open_run(cfg, run_dir, resume, spec)
-    book = RunBook(cfg, run, resume, "stream-ac", dict(agent=agent, learner=learner))
+    book = RunBook(cfg, run, resume, cfg.algo, dict(agent=agent, learner=learner))
     counters = book.counters
     env = make_env(cfg.env, 1, seed=book.env_seed)
     learner.begin(env.reset(book.env_seed))
@@ -466,7 +472,7 @@ def train_stream(cfg, run_dir: Optional[str | Path] = None, resume: bool = False
             run.close()
     if learner.skipped:
         print(f"warning: {learner.skipped} steps had a non-finite TD error and were skipped", file=sys.stderr)
-    result = dict(algo="stream-ac", env=cfg.env, core=cfg.core, seed=cfg.seed, frames=counters["frames"],
+    result = dict(algo=cfg.algo, env=cfg.env, core=cfg.core, seed=cfg.seed, frames=counters["frames"],
                   episodes=counters["episodes"], skipped_updates=learner.skipped,
                   train_mean_return_last100=float(np.mean(returns)) if returns else None,
                   wall_s=round(book.elapsed(), 1))

@@ -29,7 +29,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
         from rtrl.rl.ppo import train_ppo
 
         return train_ppo(cfg, run_dir, resume, progress)
-    if cfg.algo == "stream-ac":
+    if cfg.algo in ("stream-ac", "stream-q"):
         from rtrl.rl.stream import train_stream
 
         return train_stream(cfg, run_dir, resume, progress)
