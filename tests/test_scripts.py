@@ -43,6 +43,7 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must contain)
     "layers_cost": (["--sizes", "4", "8", "--steps", "2", "--segment", "2", "--reps", "1"], "exponent"),
     "peers": (["--seeds", "0", "--budget", "512"], "time ratio"),
     "envpool_speed": (["--seconds", "0.05", "--num-envs", "2", "--envs", "CartPole-v1"], "rtrl"),
+    "streaming": (["--steps", "20", "--warmup", "5", "--reps", "1"], "steps/s"),
 }
 
 
@@ -125,6 +126,8 @@ NEEDS = {  # experiments whose envs come with an optional package: (module, what
     ("headline", ["--tasks", "popgym-CountRecallEasy-v0", "--seeds", "0", "--frames", "2560"], "headline_table.md"),
     ("reference", ["--rows", "ppo-cartpole", "rec-pendulum", "--seeds", "0", "--scale", "0.005"], "reference_table.md"),
     ("layers", ["--seeds", "0", "--max-sequences", "32", "--hidden-size", "8"], "layers_table.md"),
+    ("streaming", ["--lengths", "3", "--seeds", "0", "--steps", "300", "--eval-episodes", "2"],
+     "streaming_table.md"),
     ("layers/recall", ["--seeds", "0", "--frames", "2560", "--lrs", "0.001", "--cores", "rtrl2-lru", "bptt2-lru"],
      "layers_rl_table.md"),
 ])

@@ -23,9 +23,10 @@ __all__ = sorted(_HOME)
 
 def _register_gymnasium_envs() -> None:
     if importlib.util.find_spec("gymnasium") is not None:
-        from rtrl.rl.envs.recall import register_gymnasium
+        from rtrl.rl.envs import memory_chain, recall
 
-        register_gymnasium()
+        recall.register_gymnasium()
+        memory_chain.register_gymnasium()
 
 
 _register_gymnasium_envs()

@@ -7,6 +7,7 @@
     rtrl train                                 # R2AC with an exact-RTRL core on a small memory task
     rtrl train --env popgym-RepeatPreviousEasy-v0 --core lstm --unroll 20
     rtrl train --algo ppo --env popgym-RepeatPreviousEasy-v0   # PPO, same cores, run folders and resume
+    rtrl train --algo stream-ac --env rtrl-MemoryChain32-v0     # stream AC(λ), batch size 1, exact RTRL
     rtrl eval runs/rtrl-Recall-v0-rtrl-elstm-M10-s0
     rtrl export runs/rtrl-Recall-v0-rtrl-elstm-M10-s0 --format onnx   # the acting policy, state explicit
     rtrl plot runs/A runs/B --out curves.png
@@ -75,7 +76,9 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named preset (default: chosen from the env's family: ppo-vector, ppo-box, ppo-memory or "
                    "ppo-pixels, their -ff twin for --core none, r2ac-* with --algo impala; 'paper' is the paper's R2AC)")
-    p.add_argument("--algo", choices=ALGOS, default=None, help="ppo (the default) or impala (R2AC)")
+    p.add_argument("--algo", choices=ALGOS, default=None,
+                   help="ppo (the default), impala (R2AC), stream-ac or stream-q (stream AC(λ) or Q(λ): one "
+                   "env, one update per step; docs/streaming.md)")
     p.add_argument("--core", choices=CORES, default=None, help="recurrent core (default: the preset's, rtrl-rtu)")
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("core", "algo"):
@@ -150,7 +153,7 @@ def _run_train(args) -> int:
         preset = preset_for(args.env or TrainConfig.env, args.algo or "ppo", core=args.core)
         print(f"rtrl: {describe_preset(preset)}; --preset or any option changes it", file=sys.stderr)
     cfg = _config(PRESETS[preset], args)
-    algo = "ppo-" if cfg.algo == "ppo" else ""
+    algo = {"ppo": "ppo-", "stream-ac": "stream-", "stream-q": "streamq-"}.get(cfg.algo, "")
     run_dir = args.run_dir or f"runs/{cfg.env}-{algo}{cfg.core}-M{cfg.unroll}-s{cfg.seed}"
     print(f"run folder: {run_dir}", file=sys.stderr)
     return _print(train(cfg, run_dir, resume=args.resume, progress=not args.no_progress))

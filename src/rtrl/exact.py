@@ -124,6 +124,8 @@ def _carry_factors(a: Tensor, keep: Optional[Tensor], a_kept: Tensor) -> tuple[T
     Otherwise a reverse loop of small in-cache products (faster here than flip/cumprod/flip).
     """
     floor, T = _flush_floor(a.dtype), a.shape[0]
+    if T == 1:  # fully online (one step a segment): Λ_1 = 1 and Λ_0 = keep_1 a_1, nothing to multiply out
+        return torch.ones_like(_shared(a)), _flushed(_shared(a_kept)[0], floor)
     lti = _shared(a)
     if lti.shape[:2] == (1, 1):
         powers = _flushed(torch.cumprod(lti[0].expand(T, -1), 0), floor)  # a^1 .. a^T, (T, N)

@@ -130,9 +130,14 @@ class ElementwiseRNN(nn.Module):
         if isinstance(state, RecurrentState) and state.sensitivities is not None and self.learning != "rtrl":
             raise ValueError(f"the state carries RTRL sensitivities but {name} learns by {self.learning!r}; "
                              "use initial_state() of this module")
-        shapes = None  # (building them costs ~30 us: only when there are sensitivities to check)
+        shapes = None  # (building them costs ~30 us: only when there are sensitivities to check, and once)
         if isinstance(state, RecurrentState) and state.sensitivities is not None:
-            shapes = [e.shape[1:] for e in Sensitivities.zeros(self.cell, 0, device="meta")]
+            key = (tuple(self.cell.weight_ih.shape), tuple(self.cell.weight_hh.shape))
+            cached = self.__dict__.get("_sensitivity_shapes")
+            if cached is None or cached[0] != key:
+                cached = (key, [e.shape[1:] for e in Sensitivities.zeros(self.cell, 0, device="meta")])
+                self.__dict__["_sensitivity_shapes"] = cached
+            shapes = cached[1]
         check_segment(name, x, self.input_size, self.cell.weight_ih, state, self.state_size, shapes, reset,
                       state_dtype=self.cell.state_dtype(x.dtype))
 

@@ -17,8 +17,9 @@ from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
 MAX_SEED = 100_000  # env seeds are seed * 10_007 + ...: kept below 2^31 (ALE's and others' seeds are 32-bit)
-ALGOS = ("impala", "ppo")  # R2AC (IMPALA + V-trace) or PPO; both with any core
-CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo"}
+ALGOS = ("impala", "ppo", "stream-ac", "stream-q")  # R2AC, PPO, stream AC(λ) and Q(λ) (rtrl.rl.stream*)
+CHECKPOINT_KIND = {"impala": "r2ac", "ppo": "ppo", "stream-ac": "stream-ac", "stream-q": "stream-q"}
+STREAM_ALGOS = ("stream-ac", "stream-q")
 
 
 @dataclass
@@ -71,12 +72,19 @@ class TrainConfig:
     critic: str = "shared"  # "separate": the value head has its own stem and core ("shared": one trunk)
     activation: str = "relu"  # the MLP stem's and the RTU's output: "relu" or "tanh"
     init: str = "default"  # "orthogonal": stems and heads orthogonal, gains √2 / 0.01 (policy) / 1 (value)
+    # stream-ac only (rtrl.rl.stream): ObGD's trace decay λ and bounds κ; lr, discount, entropy_weight,
+    # obs_norm, reward_scale as above; encoder_width is the width of the 2-layer MLP above the core
+    trace_lambda: float = 0.8
+    kappa_policy: float = 3.0
+    kappa_value: float = 2.0
 
     def validate(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {ALGOS}")
         if self.algo == "ppo":
             self._validate_ppo()
+        if self.algo in STREAM_ALGOS:
+            self._validate_stream()
         if self.core not in CORES:
             raise ValueError(f"unknown core {self.core!r}; choose one of {CORES}")
         if self.stem not in STEMS:
@@ -136,11 +144,28 @@ class TrainConfig:
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
 
+    def _validate_stream(self) -> None:
+        from rtrl.rl.stream import STREAM_CORES
+
+        if self.num_envs != 1 or self.num_actors > 0:
+            raise ValueError(f"--algo {self.algo} learns from one environment in one process: --num-envs 1 "
+                             f"and --num-actors 0 (got {self.num_envs} and {self.num_actors})")
+        if self.core not in STREAM_CORES:
+            raise ValueError(f"core {self.core!r} cannot stream; choose one of {STREAM_CORES}")
+        if self.load_stem or self.freeze_stem:
+            raise ValueError(f"--algo {self.algo} has no stem below its core: leave --load-stem and "
+                             "--freeze-stem unset")
+        if not 0 <= self.trace_lambda <= 1:
+            raise ValueError(f"trace_lambda must be in [0, 1], got {self.trace_lambda}")
+        for name in ("kappa_policy", "kappa_value"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+
     def resolved(self) -> "TrainConfig":
         """This config with ``num_actors = -1`` (auto) made concrete for this machine."""
         if self.num_actors != -1:
             return self
-        auto = 0 if self.algo == "ppo" or (os.cpu_count() or 1) < 2 else 1
+        auto = 0 if self.algo != "impala" or (os.cpu_count() or 1) < 2 else 1
         return dataclasses.replace(self, num_actors=auto)
 
     @property
@@ -236,7 +261,16 @@ PRESETS.update({
     "r2ac-pixels": dataclasses.replace(PRESETS["small"], core="rtrl-rtu", hidden_size=256, unroll=5, stem="nature",
                                        total_frames=1_000_000),
 })
-MEMORY_PREFIXES = ("rtrl-Recall", "popgym-", "MiniGrid-")
+# Stream AC(λ) (`rtrl train --algo stream-ac`): Elsayed et al.'s settings (lr 1 with ObGD, λ 0.8, κ 3 / 2,
+# entropy 0.01, observations normalised and rewards scaled, 2 x 128 MLP) and Farr et al.'s 64 RTU features.
+PRESETS["stream"] = TrainConfig(algo="stream-ac", core="rtrl-rtu", hidden_size=64, encoder_width=128,
+                                num_envs=1, num_actors=0, optimizer="obgd", lr=1.0, discount=0.99,
+                                entropy_weight=0.01,
+                                reward_clip=0.0, obs_norm=True, reward_scale=True, total_frames=100_000,
+                                log_every=1, checkpoint_every=20, eval_episodes=100)
+# Stream Q(λ) (`--algo stream-q`): the same, ε-greedy from 1 to 0.01 over the first 20 % of the steps, κ 2
+PRESETS["stream-q"] = dataclasses.replace(PRESETS["stream"], algo="stream-q", entropy_weight=0.0)
+MEMORY_PREFIXES = ("rtrl-Recall", "rtrl-MemoryChain", "popgym-", "MiniGrid-")
 
 
 def family_of(env_name: str, spec: "EnvSpec") -> str:
@@ -269,6 +303,8 @@ def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = Non
             spec = EnvSpec.of(probe)
             probe.close()
         family = family_of(env_name, spec)
+    if algo in STREAM_ALGOS:
+        return "stream" if algo == "stream-ac" else "stream-q"
     name = f"{'ppo' if algo == 'ppo' else 'r2ac'}-{family}"
     return f"{name}-ff" if core == "none" and f"{name}-ff" in PRESETS else name
 
@@ -276,6 +312,10 @@ def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = Non
 def describe_preset(name: str) -> str:
     """One line naming a preset's family and its main choices (printed at the start of a run)."""
     cfg, family = PRESETS[name], name.split("-")[1] if name.count("-") else name
+    if cfg.algo in STREAM_ALGOS:
+        kind = "stream AC(λ)" if cfg.algo == "stream-ac" else "stream Q(λ)"
+        return (f"preset {name}: {kind}, core {cfg.core} {cfg.hidden_size}, MLP {cfg.encoder_width}, "
+                f"one env, ObGD lr {cfg.lr:g} λ {cfg.trace_lambda:g}")
     algo = "PPO" if cfg.algo == "ppo" else "R2AC"
     sizes = f"{cfg.num_envs} envs x {cfg.unroll} steps"
     if cfg.algo == "ppo":
@@ -325,6 +365,19 @@ class EnvSpec:
 
 def build_agent(cfg: TrainConfig, env) -> Agent:
     """The agent ``cfg`` describes for ``env`` (a ``VecEnv`` or an :class:`EnvSpec`), on the CPU."""
+    if cfg.algo == "stream-q":
+        from rtrl.rl.stream_q import QAgent
+
+        if getattr(env, "continuous", False):
+            raise ValueError("--algo stream-q needs discrete actions; use --algo stream-ac for Box actions")
+        return QAgent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width,
+                      obs_norm=cfg.obs_norm, activation=cfg.activation)
+    if cfg.algo == "stream-ac":
+        from rtrl.rl.stream import StreamAgent
+
+        return StreamAgent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width,
+                           continuous=bool(getattr(env, "continuous", False)), obs_norm=cfg.obs_norm,
+                           activation=cfg.activation)
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
                   cfg.stem, continuous=bool(getattr(env, "continuous", False)), obs_norm=cfg.obs_norm,
                   critic=cfg.critic, activation=cfg.activation, init=cfg.init)

@@ -217,6 +217,10 @@ def load_agent(run_dir: str | Path, checkpoint: str = "latest") -> Policy:
     if not cfg_file.is_file():
         raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
     cfg = TrainConfig(**json.loads(cfg_file.read_text()))
+    if cfg.algo in ("stream-ac", "stream-q"):  # their agents (rtrl.rl.stream) have no Policy wrapper yet
+        raise ValueError(f"{run_dir} is a {cfg.algo} run: exporting its policy is not supported yet; "
+                         "evaluate it with rtrl eval, or load it in Python with rtrl.rl.stream.StreamAgent "
+                         "(docs/streaming.md)")
     kind = CHECKPOINT_KIND.get(cfg.algo)
     if checkpoint == "best":
         ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt", kind)

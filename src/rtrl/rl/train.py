@@ -1,4 +1,5 @@
-"""``train``: R2AC (``algo = "impala"``, :mod:`rtrl.rl.impala`) or PPO (``"ppo"``, :mod:`rtrl.rl.ppo`),
+"""``train``: R2AC (``algo = "impala"``, :mod:`rtrl.rl.impala`), PPO (``"ppo"``, :mod:`rtrl.rl.ppo`) or
+stream AC(λ) (``"stream-ac"``, :mod:`rtrl.rl.stream`),
 the same agent, run folder, checkpoints, resume and evaluation either way.
 
 This module only chooses; the names users import from it (``TrainConfig``, ``PRESETS``,
@@ -28,6 +29,10 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
         from rtrl.rl.ppo import train_ppo
 
         return train_ppo(cfg, run_dir, resume, progress)
+    if cfg.algo in ("stream-ac", "stream-q"):
+        from rtrl.rl.stream import train_stream
+
+        return train_stream(cfg, run_dir, resume, progress)
     from rtrl.rl.impala import train_impala
 
     return train_impala(cfg, run_dir, resume, progress)

@@ -19,6 +19,8 @@ Supported names (``ENV_NAMES``):
 
 * ``rtrl-Recall-v0`` and ``rtrl-Recall<delay>-v0`` (e.g. ``rtrl-Recall10-v0``): an in-repo
   numpy memory task, no dependencies (see :class:`RecallVecEnv`). Delay 3 by default.
+* ``rtrl-MemoryChain<length>-v0`` (e.g. ``rtrl-MemoryChain32-v0``): bsuite's memory_chain, in-repo
+  numpy (see :mod:`rtrl.rl.envs.memory_chain`).
 * ``popgym-<Task><Easy|Medium|Hard>-v0`` (``pip install popgym``), e.g.
   ``popgym-RepeatPreviousEasy-v0``. Observations are encoded as a flat float32 vector: one-hot
   for ``Discrete`` and for each component of ``MultiDiscrete``, ``Box`` flattened, ``Tuple``

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtrl.rl.envs.base import VecEnv
+from rtrl.rl.envs.memory_chain import MEMORY_CHAIN_RE, MemoryChainVecEnv
 from rtrl.rl.envs.recall import RECALL_DEFAULT_DELAY, RECALL_RE, RecallVecEnv
 
 ENV_NAMES: tuple[str, ...] = (
@@ -16,6 +17,7 @@ ENV_NAMES: tuple[str, ...] = (
     "procgen-<game>[-<easy|hard|memory|exploration|extreme>]-v0",
     "rtrl-Recall-v0",
     "rtrl-Recall<delay>-v0",
+    "rtrl-MemoryChain<length>-v0",
     "popgym-<Task><Easy|Medium|Hard>-v0",
     "MiniGrid-*",
     "MemoryGym-<MortarMayhem|MysteryPath|SearingSpotlights>[-Grid]-v0[:param=value,...]",
@@ -27,7 +29,7 @@ ENV_NAMES: tuple[str, ...] = (
 """The supported families of names, as patterns (see :mod:`rtrl.rl.envs`)."""
 
 
-FORK_SAFE_PREFIXES = ("rtrl-Recall", "popgym-", "MiniGrid-")
+FORK_SAFE_PREFIXES = ("rtrl-Recall", "rtrl-MemoryChain", "popgym-", "MiniGrid-")
 """Families of pure-Python/numpy envs that a forked process may build and step. The others hold
 native state that does not survive a fork (MuJoCo's EGL context, ALE's and ProcGen's threads,
 SDL), so processes that step them start by spawning."""
@@ -87,6 +89,8 @@ def make_env(name: str, num_envs: int, seed: int = 0, evaluation: bool = False) 
     elif m:
         delay = int(m.group(1)) if m.group(1) else RECALL_DEFAULT_DELAY
         env: VecEnv = RecallVecEnv(num_envs, delay, name=name)
+    elif MEMORY_CHAIN_RE.match(name):
+        env = MemoryChainVecEnv(num_envs, int(MEMORY_CHAIN_RE.match(name).group(1)), name=name)
     elif name.startswith("popgym-"):
         from rtrl.rl.envs.popgym import make_popgym
 
