@@ -82,7 +82,17 @@ def run_peer(job: str, seed: int, budget: int) -> None:
 
         from rtrl.rl.envs.generic import ObservationMask
 
-        env = make_vec_env(lambda: ObservationMask(gym.make("CartPole-v1"), "positions"), n_envs=8, seed=seed)
+        class PositionsOnly(gym.ObservationWrapper):  # SB3 takes gymnasium.Env subclasses only
+            def __init__(self, env: gym.Env) -> None:
+                super().__init__(env)
+                self.index = ObservationMask(env, "positions").index  # what rtrl's PositionOnly/ keeps
+                self.observation_space = gym.spaces.Box(env.observation_space.low[self.index],
+                                                        env.observation_space.high[self.index])
+
+            def observation(self, obs):
+                return obs[self.index]
+
+        env = make_vec_env(lambda: PositionsOnly(gym.make("CartPole-v1")), n_envs=8, seed=seed)
         env = VecNormalize(env, norm_obs=True, norm_reward=False)
         model = RecurrentPPO("MlpLstmPolicy", env, **zoo)
     callback = Solved()
@@ -117,7 +127,7 @@ def timed(job: str, task: str, seed: int, tmp: Path) -> dict:
     if p.returncode != 0:
         print(f"  {job} on {task} seed {seed} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
     out = dict(job=job if job == "rtrl" else peer, task=task, seed=seed, frames=None, seconds=None,
-               total_s=round(time.time() - start, 1))
+               total_s=round(time.time() - start, 1), failed=p.returncode != 0)
     if hit and hit.get("frames") is not None:
         out.update(frames=hit["frames"], seconds=round(hit["time"] - start, 1))
     return out
@@ -158,6 +168,9 @@ def main() -> None:
         (ps, pf, pk, n), (rs_, rf, rk, _) = med[peer], med["rtrl"]
         print(f"  {task}: {peer} {ps:.1f} s / {pf:,.0f} frames ({pk}/{n} reached) | rtrl {rs_:.1f} s / {rf:,.0f} "
               f"frames ({rk}/{n} reached) | time ratio {peer}/rtrl = {ps / rs_:.2f}")
+    failed = [f"{r['job']} on {r['task']} seed {r['seed']}" for r in results if r["failed"]]
+    if failed:  # a crashed job's "not reached" is no measurement: the ratios above are not to be used
+        sys.exit(f"error: {len(failed)} job(s) crashed ({'; '.join(failed)}): see their messages above")
 
 
 if __name__ == "__main__":
