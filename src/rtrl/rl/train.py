@@ -30,7 +30,7 @@ def train(cfg: TrainConfig, run_dir: Optional[str | Path] = None, resume: bool =
 
         return train_ppo(cfg, run_dir, resume, progress)
     if cfg.algo in ("stream-ac", "stream-q"):
-        from rtrl.rl.stream import train_stream
+        from rtrl.rl.stream_train import train_stream
 
         return train_stream(cfg, run_dir, resume, progress)
     from rtrl.rl.impala import train_impala
