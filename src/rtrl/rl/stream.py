@@ -118,7 +118,25 @@ def _recurrent(saved: list) -> RecurrentState:
     return RecurrentState(c, None if sens is None else Sensitivities(*sens))
 
 
-class StreamAgent(nn.Module):
+class _Normalised(nn.Module):
+    """The streaming agents' observation normaliser (``obs_rms``: an ObsNormalizer, or None) and dtype."""
+
+    obs_rms: Optional[ObsNormalizer]
+    dtype: torch.dtype
+
+    def normalise(self, obs: Tensor) -> Tensor:
+        """Raw observations ``(B, D)`` -> the networks' input ``(B, D)`` in the agent's dtype."""
+        x = obs.to(self.dtype)
+        return self.obs_rms(x) if self.obs_rms is not None else x
+
+    @torch.no_grad()
+    def update_obs_stats(self, obs: Tensor) -> None:
+        """Fold observations ``(B, D)`` into the normaliser (every step, as Elsayed et al.)."""
+        if self.obs_rms is not None:
+            self.obs_rms.update(obs)
+
+
+class StreamAgent(_Normalised):
     """The streaming agent: an observation normaliser (optional), the core(s), and separate actor and
     critic :class:`StreamNet` s above them. ``act`` has the signature of :meth:`rtrl.rl.agent.Agent.act`,
     so evaluation (:func:`rtrl.rl.runbook.evaluate`) runs it as any agent.
@@ -190,17 +208,6 @@ class StreamAgent(nn.Module):
         sens = learner and self.exact_rtrl
         return tuple(c.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype)
                      for c in self.cores)
-
-    def normalise(self, obs: Tensor) -> Tensor:
-        """Raw observations ``(B, D)`` -> the networks' input ``(B, D)`` in the agent's dtype."""
-        x = obs.to(self.dtype)
-        return self.obs_rms(x) if self.obs_rms is not None else x
-
-    @torch.no_grad()
-    def update_obs_stats(self, obs: Tensor) -> None:
-        """Fold observations ``(B, D)`` into the normaliser (every step, as Elsayed et al.)."""
-        if self.obs_rms is not None:
-            self.obs_rms.update(obs)
 
     def _core(self, i: int, x: Tensor, s: RecurrentState, reset: Tensor) -> tuple[Tensor, RecurrentState]:
         y, s = self.cores[i](x[None], s, reset[None])

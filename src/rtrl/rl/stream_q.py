@@ -28,15 +28,15 @@ from torch import Tensor, nn
 from rtrl.checks import finite_inputs
 from rtrl.rl.agent import _make_core
 from rtrl.rl.normalize import ObsNormalizer, RewardScaler
-from rtrl.rl.stream import (STREAM_CORES, ObGD, StreamNet, StreamState, _finite, _plain, _recurrent,
-                            _without_sensitivities)
+from rtrl.rl.stream import (STREAM_CORES, ObGD, StreamNet, StreamState, _finite, _Normalised, _plain,
+                            _recurrent, _without_sensitivities)
 from rtrl.state import RecurrentState
 
 EPSILON_END = 0.01
 EXPLORE_FRACTION = 0.2  # of a run's steps, over which ε falls from 1 to EPSILON_END (Elsayed et al.'s)
 
 
-class QAgent(nn.Module):
+class QAgent(_Normalised):
     """Observation normaliser (optional), a core, and ``core → 2 × (Linear, LayerNorm, leaky ReLU) → Q``
     (:class:`rtrl.rl.stream.StreamNet`, sparse init). ``act`` has :meth:`rtrl.rl.agent.Agent.act`'s
     signature: greedy, or ε-greedy with ε = 0.01 (the end of training's exploration)."""
@@ -69,15 +69,6 @@ class QAgent(nn.Module):
         w = self.q.head.weight
         sens = learner and self.exact_rtrl
         return (self.core.initial_state(batch_size, sensitivities=sens, device=w.device, dtype=w.dtype),)
-
-    def normalise(self, obs: Tensor) -> Tensor:
-        x = obs.to(self.dtype)
-        return self.obs_rms(x) if self.obs_rms is not None else x
-
-    @torch.no_grad()
-    def update_obs_stats(self, obs: Tensor) -> None:
-        if self.obs_rms is not None:
-            self.obs_rms.update(obs)
 
     def step(self, x: Tensor, state: StreamState, reset: Tensor) -> tuple[Tensor, StreamState]:
         """``x (B, D)`` normalised, ``reset (B,)`` bool -> ``Q (B, A)`` and the state after the step."""
