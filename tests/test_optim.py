@@ -1,11 +1,11 @@
-"""The learners' RMSProp and Adam against torch.optim's, and their checkpoints in both directions."""
+"""The learners' RMSProp and Adam against torch.optim's, their checkpoints in both directions, and the gradient clip."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rtrl.rl.optim import Adam, RMSprop
+from rtrl.rl.optim import Adam, RMSprop, clip_grad_norm
 
 
 def _problem(seed: int = 0):
@@ -66,3 +66,26 @@ def test_a_checkpoint_of_another_model_is_refused():
     other = RMSprop([torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)], lr=0.1)
     with pytest.raises(ValueError, match="another model"):
         opt.load_state_dict(other.state_dict())
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 0.5, 1e6])
+def test_clip_grad_norm_equals_torch(max_norm):
+    """Our clip (PPO's and R2AC's, without torch's grouping overhead) returns torch's norm and leaves
+    torch's gradients, clipped or not; a parameter without a gradient is skipped; NaN passes through."""
+    g = torch.Generator().manual_seed(0)
+    make = lambda: [torch.nn.Parameter(torch.randn(*s, generator=g, dtype=torch.float64)) for s in ((3, 4), (5,), (2,))]  # noqa: E731
+    ours, ref = make(), make()
+    for a, b in zip(ours, ref):
+        b.data.copy_(a.data)
+    for params in (ours, ref):
+        loss = sum((p ** 3).sum() for p in params[:2])  # the last parameter gets no gradient
+        loss.backward()
+    norm = clip_grad_norm(ours, max_norm)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref, max_norm)
+    torch.testing.assert_close(norm, ref_norm)
+    for a, b in zip(ours, ref):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad)
+    ours[0].grad[0, 0] = float("nan")
+    assert torch.isnan(clip_grad_norm(ours, max_norm))

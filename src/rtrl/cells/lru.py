@@ -26,6 +26,8 @@ from rtrl.cells.base import ElementwiseCell
 def ring_init_(weight_hh: Tensor, r_min: float, r_max: float, max_phase: float) -> None:
     """Fill ``weight_hh[0] = ν``, ``weight_hh[1] = θ_log`` so that ``λ`` lies uniformly (by area) on
     the ring ``r_min ≤ |λ| ≤ r_max`` with phase uniform in ``[0, max_phase]``, as the paper's init."""
+    if weight_hh.is_meta:  # shapes only (rtrl.budget sizes a run so): no values, and no 1-2 s of loading
+        return  # torch's meta kernels for the arithmetic below
     with torch.no_grad():
         r2 = torch.empty_like(weight_hh[0]).uniform_(r_min**2, r_max**2)
         # |λ|² = exp(−2 exp(ν)); the clamp keeps ν finite when r2 hits 0 or 1 exactly (in the

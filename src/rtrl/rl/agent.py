@@ -224,8 +224,14 @@ class Paired(nn.Module):
         self.hidden_size = 2 * self.actor.hidden_size
 
     def initial_state(self, batch_size: int, sensitivities: Optional[bool] = None, device=None, dtype=None):
-        return _cat_states(self.actor.initial_state(batch_size, sensitivities, device, dtype),
-                           self.critic.initial_state(batch_size, sensitivities, device, dtype))
+        a = self.actor.initial_state(batch_size, sensitivities, device, dtype)
+        c = self.critic.initial_state(batch_size, sensitivities, device, dtype)
+        # written into one buffer, not torch.cat: the first cat on the meta device (rtrl.budget sizes
+        # a run there before it starts) loads torch's meta kernels, 1.2 s of every run's start-up
+        both = a.map(lambda t: t.new_empty(*t.shape[:-1], 2 * t.shape[-1]))
+        for whole, x, y in zip(_tensors(both), _tensors(a), _tensors(c)):
+            whole[..., : x.shape[-1]], whole[..., x.shape[-1]:] = x, y
+        return both
 
     def forward(self, x: Tensor, state: RecurrentState, reset: Optional[Tensor] = None):
         x_a, x_c = x.chunk(2, -1)
@@ -239,6 +245,10 @@ def _cat_states(a: RecurrentState, b: RecurrentState) -> RecurrentState:
     sens = None if a.sensitivities is None else type(a.sensitivities)(
         *(torch.cat(pair, -1) for pair in zip(a.sensitivities, b.sensitivities)))
     return RecurrentState(torch.cat((a.c, b.c), -1), sens)
+
+
+def _tensors(s: RecurrentState) -> list[Tensor]:
+    return [s.c, *(s.sensitivities if s.sensitivities is not None else ())]
 
 
 def _split_state(s: RecurrentState) -> tuple[RecurrentState, RecurrentState]:
@@ -340,10 +350,19 @@ class Agent(nn.Module):
 
     def policy_params(self, y: Tensor) -> Tensor:
         """The core's output ``(..., H)`` -> logits ``(..., A)`` or Gaussian ``[mean; log_std]`` ``(..., 2A)``."""
-        out = self.policy(y[..., : self.policy.in_features] if self.separate_critic else y)
+        return self._policy(self._halves(y)[0])
+
+    def _policy(self, y_pi: Tensor) -> Tensor:
+        out = self.policy(y_pi)
         if self.continuous:
             out = torch.cat((out, self.log_std.expand_as(out)), -1)
         return out
+
+    def _halves(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """What the policy head and the value head read of ``y``: its actor and critic halves (one
+        split, whose gradient is one cat: a slice for each head would send back a zero-filled gradient
+        of ``y``'s size each), or ``y`` twice (a shared trunk)."""
+        return y.split(self.policy.in_features, -1) if self.separate_critic else (y, y)
 
     @property
     def exact_rtrl(self) -> bool:
@@ -369,7 +388,7 @@ class Agent(nn.Module):
 
     def value_of(self, y: Tensor) -> Tensor:
         """The core's output ``(..., H)`` -> the value ``(...)`` (the critic's half of a paired core)."""
-        return self.value(y[..., self.policy.in_features:] if self.separate_critic else y).squeeze(-1)
+        return self.value(self._halves(y)[1]).squeeze(-1)
 
     def core_input(self, obs: Tensor, prev_reward: Tensor, reset: Tensor) -> Tensor:
         """What the core reads at one step of ``n`` streams: ``obs (n, *obs_shape)``, ``prev_reward (n,)``,
@@ -400,13 +419,16 @@ class Agent(nn.Module):
         if tuple(obs.shape[2:]) != self.obs_shape:
             raise ValueError(f"observations of shape {tuple(obs.shape[2:])} given to an agent built for {self.obs_shape}")
         x = self.core_input(obs.reshape(T * B, *self.obs_shape), prev_reward.reshape(T * B), reset.reshape(T * B))
+        if self.core_name == "none":  # the identity, paired or not (its state has width 0): skipped, it costs
+            return x.view(T, B, -1), state  # a tenth of a feedforward PPO's minibatch step in chunks and cats
         return self.core(x.view(T, B, -1), state, reset)
 
     def forward(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState):
         """``obs (T, B, *obs_shape)``, ``prev_reward (T, B)``, ``reset (T, B)`` bool ->
         ``logits (T, B, A)``, ``values (T, B)``, state after the segment."""
         y, state = self.features(obs, prev_reward, reset, state)
-        return self.policy_params(y), self.value_of(y), state
+        y_pi, y_v = self._halves(y)
+        return self._policy(y_pi), self.value(y_v).squeeze(-1), state
 
     @torch.no_grad()
     def act(self, obs: Tensor, prev_reward: Tensor, reset: Tensor, state: RecurrentState, greedy: bool = False):

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
-from rtrl.rl.optim import make_optimizer
+from rtrl.rl.optim import clip_grad_norm, make_optimizer
 from rtrl.rl.vtrace import actor_critic_loss
 
 
@@ -263,7 +263,7 @@ class Learner:
     def step(self, r: Rollout, state: RecurrentState, stats: dict) -> None:
         """Clip, check and apply the gradients from ``backward``; store each stream's new state.
         ``stats`` become floats in place (with ``grad_norm`` and ``lr``): the update's one host sync."""
-        grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), self.cfg.grad_clip)
+        grad_norm = clip_grad_norm(self.agent.parameters(), self.cfg.grad_clip)
         names = list(stats)
         read = torch.stack([torch.as_tensor(stats[k]).detach().to(self.device, torch.float64) for k in names]
                            + [grad_norm.detach().double(), self._top_value.double()]).tolist()

@@ -146,6 +146,20 @@ class Adam(_Optimizer):
         torch._foreach_addcdiv_(params, m, denom, value=-lr / (1 - beta1**step))
 
 
+@torch.no_grad()
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` for parameters of one device and dtype: scale the gradients in
+    place so that their global L2 norm is at most ``max_norm``; returns the norm before clipping (NaN or
+    Inf when a gradient holds one, the gradients then scaled by NaN or 0, as torch's does). Without
+    torch's grouping by device and dtype, which costs a sixth of a small PPO minibatch step."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return norm
+
+
 def make_optimizer(name: str, params: Iterable[Tensor], lr: float, total_updates: int = 0, *,
                    rms_alpha: float = 0.99, rms_eps: float = 0.01, adam_eps: float = 1e-8) -> _Optimizer:
     """``"rmsprop"`` or ``"adam"``, with a linear decay over ``total_updates`` (0: constant)."""

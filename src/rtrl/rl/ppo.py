@@ -55,7 +55,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from rtrl.state import RecurrentState
 from rtrl.rl import dists
@@ -63,7 +63,7 @@ from rtrl.rl.agent import Agent
 from rtrl.rl.normalize import RewardScaler
 from rtrl.rl.learner import (NonFiniteError, check_hyper_parameters, check_values, nan_means_diverged,
                               stop_if_diverging, zero_non_finite)
-from rtrl.rl.optim import make_optimizer
+from rtrl.rl.optim import clip_grad_norm, make_optimizer
 from rtrl.utils import ProgressBar, copy_weights_, resolve_device
 
 
@@ -279,7 +279,8 @@ class PPO:
         seg = seg.to(self.device)
         adv, ret = advantages(seg, cfg, self.reward_scaler)
         backup = copy.deepcopy((agent.state_dict(), self.opt.state_dict()))
-        sums: dict[str, float] = {}
+        sums: Optional[Tensor] = None  # the minibatches' statistics, in the order of `names`
+        names: list[str] = []
         n = 0
         # a core without state learns from any transitions: minibatches of single steps, shuffled (as
         # cleanrl's); a recurrent core's are whole envs' segments, re-run from their stored state
@@ -292,7 +293,7 @@ class PPO:
                     loss, stats = self.loss(batch.envs(idx), b_adv[:, idx], b_ret[:, idx])
                 self.opt.zero_grad()
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.grad_clip)
+                grad_norm = clip_grad_norm(agent.parameters(), cfg.grad_clip)
                 finite = torch.isfinite(torch.stack([loss.detach(), grad_norm.to(loss.dtype)])).tolist()
                 if not all(finite):  # (the minibatch's one host sync: a NaN step must never be taken)
                     agent.load_state_dict(backup[0])
@@ -303,8 +304,9 @@ class PPO:
                                          "update skipped, weights kept",
                                          source="loss" if not finite[0] else "gradient")
                 self.opt.step()
-                for k, v in dict(stats, grad_norm=grad_norm).items():  # summed where they are; read below
-                    sums[k] = sums.get(k, 0.0) + v.detach().double()
+                row = torch.stack([*stats.values(), grad_norm.to(loss.dtype)]).double()  # summed where they are
+                sums = row if sums is None else sums + row  # (read below, once)
+                names = [*stats, "grad_norm"]
                 n += 1
         lr = self.opt.lr
         self.opt.advance()  # the schedule counts iterations, not minibatch steps
@@ -314,9 +316,8 @@ class PPO:
             _, _, carried = agent(seg.obs[:T], seg.reward[:T], seg.done[:T], seg.state)
             var = ret.var()
             explained = torch.where(var > 0, 1 - (ret - seg.value[:T]).var() / var, float("nan"))
-            names = list(sums)
-            read = torch.stack([sums[k] / n for k in names]  # the update's one host sync
-                               + [seg.value[:T].mean().double(), explained.double()]).tolist()
+            read = torch.cat([sums / n,  # the update's one host sync
+                              torch.stack([seg.value[:T].mean().double(), explained.double()])]).tolist()
         out = dict(zip(names, read[:-2]))
         out.update(lr=lr, mean_value=read[-2], explained_variance=read[-1])
         return out, carried.detach()
