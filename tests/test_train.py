@@ -228,6 +228,6 @@ def test_a_plain_command_says_its_preset_and_a_run_without_episodes_says_what_to
     assert "no training episode finished in 40 frames (4 envs, 10 steps each)" in err and "--total-frames" in err
     assert f"learning curve: {run / 'curve.png'}" in err
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["algo"] == "ppo" and cfg["obs_norm"] and cfg["critic"] == "separate" and cfg["num_envs"] == 4
+    assert cfg["algo"] == "ppo" and not cfg["obs_norm"] and cfg["critic"] == "separate" and cfg["num_envs"] == 4
     assert main(["plot", str(run)]) == 0  # into the run folder by default
     assert json.loads(capsys.readouterr().out)["plot"] == str(run / "curve.png")
