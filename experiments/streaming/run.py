@@ -44,39 +44,43 @@ def run_one(out: Path, length: int, core: str, seed: int, steps: int, episodes: 
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def greedy(out: Path, length: int, core: str, seed: int) -> Optional[float]:
-    """The finished run's greedy evaluation return, or None (not finished, or not evaluated)."""
+def finished(out: Path, length: int, core: str, seed: int) -> Optional[tuple[float, int]]:
+    """The finished run's greedy evaluation return and its steps, or None (not finished, or not evaluated)."""
     f = run_dir(out, length, core, seed) / "result.json"
     if not f.exists():
         return None
-    ev = json.loads(f.read_text()).get("eval")
-    return None if ev is None else float(ev["greedy"]["mean"])
+    r = json.loads(f.read_text())
+    return None if r.get("eval") is None else (float(r["eval"]["greedy"]["mean"]), int(r["frames"]))
 
 
 def report(args) -> str:
     head = "| core | " + " | ".join(f"length {n}" for n in args.lengths) + " |"
     lines = [head, "|---|" + "---|" * len(args.lengths)]
     rates: dict[str, list[Optional[float]]] = {}
+    steps: dict[int, set[int]] = {n: set() for n in args.lengths}
     for core in args.cores:
         cells, rates[core] = [], []
         for n in args.lengths:
-            g = [r for r in (greedy(args.out, n, core, s) for s in args.seeds) if r is not None]
-            if not g:
+            runs = [r for r in (finished(args.out, n, core, s) for s in args.seeds) if r is not None]
+            if not runs:
                 cells.append("not run")
                 rates[core].append(None)
                 continue
+            g = [r for r, _ in runs]
+            steps[n].update(k for _, k in runs)
             wins = sum(r >= 1.0 for r in g)
             rates[core].append(wins / len(g))
             cells.append(f"{wins}/{len(g)} (greedy {statistics.mean(g):.2f})")
         lines.append(f"| {core} | " + " | ".join(cells) + " |")
+    lines.append("| steps per run | " + " | ".join(", ".join(f"{k:,}" for k in sorted(steps[n])) or "—"
+                                                  for n in args.lengths) + " |")
     table = "\n".join(lines)
     cmd = "python experiments/streaming/run.py " + " ".join(sys.argv[1:])
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "streaming_table.md").write_text(
-        f"Made by `{cmd.strip()}` ({args.steps:,} steps per run, stream AC(λ), preset stream; a cell is the "
-        f"number of seeds of {args.seeds} whose greedy return on {args.eval_episodes} held-out episodes is "
-        "1.0, "
-        "and the mean greedy return; optimum 1, a memoryless policy 0):\n\n" + table + "\n")
+        f"Made by `{cmd.strip()}` (stream AC(λ), preset stream; a cell is the number of seeds of {args.seeds} "
+        f"whose greedy return on {args.eval_episodes} held-out episodes is 1.0, and the mean greedy return; "
+        "optimum 1, a memoryless policy 0; the last row: each length's steps per run):\n\n" + table + "\n")
     _plot(args, rates)
     return table
 
