@@ -344,3 +344,42 @@ def test_stream_q_cli_run_resumes_and_evaluates(tmp_path):
     assert ckpt["kind"] == "stream-q" and ckpt["learner"]["steps"] == 300
     assert main(["train", "--algo", "stream-q", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "p"),
                  "--total-frames", "10", "--no-progress"]) == 2  # Box actions: one line, use stream-ac
+
+
+def _max_abs_lambda(module: torch.nn.Module) -> float:
+    """The largest |λ| = exp(−exp(ν)) over the ring cells (LRU, RTU) in ``module``."""
+    from rtrl.cells.lru import LRUCell
+
+    cells = [m for m in module.modules() if isinstance(m, LRUCell)]
+    assert cells
+    return max(float(torch.exp(-torch.exp(c.weight_hh[0])).max()) for c in cells)
+
+
+def test_r_max_sets_the_ring_init_of_every_agent_and_is_refused_for_a_core_without_one():
+    import dataclasses
+
+    from rtrl.rl.config import PRESETS, EnvSpec, TrainConfig, build_agent
+
+    spec = EnvSpec.of(make_env("rtrl-MemoryChain8-v0", 1))
+    torch.manual_seed(0)
+    for algo, core in (("stream-ac", "rtrl-rtu"), ("stream-ac", "rtrl-lru"), ("stream-q", "tbptt-rtu"),
+                       ("ppo", "rtrl-rtu")):
+        base = PRESETS["stream"] if algo.startswith("stream") else PRESETS["ppo-vector"]
+        wide = build_agent(dataclasses.replace(base, algo=algo, core=core, hidden_size=64), spec)
+        narrow = build_agent(dataclasses.replace(base, algo=algo, core=core, hidden_size=64, r_max=0.5), spec)
+        assert _max_abs_lambda(wide) > 0.9  # of 32+ units on the unit disc, one lies beyond 0.9 (p > 0.99)
+        assert _max_abs_lambda(narrow) <= 0.5 + 1e-6
+    with pytest.raises(ValueError, match="--r-max"):
+        TrainConfig(core="rtrl-elstm", r_max=0.5).validate()
+    with pytest.raises(ValueError, match="r_max must be in"):
+        TrainConfig(core="rtrl-rtu", r_max=1.5).validate()
+
+
+def test_stream_agents_take_the_forget_bias():
+    """The eLSTM's forget bias reaches the streaming agents' cores (it was once dropped silently)."""
+    a, b = StreamAgent((3,), 2, "rtrl-elstm", 8, 16), StreamAgent((3,), 2, "rtrl-elstm", 8, 16, forget_bias=2.0)
+    qa, qb = QAgent((3,), 2, "rtrl-elstm", 8, 16), QAgent((3,), 2, "rtrl-elstm", 8, 16, forget_bias=2.0)
+    for x, y in ((a, b), (qa, qb)):
+        bx = [p for n, p in x.named_parameters() if n.endswith("bias") and "core" in n]
+        by = [p for n, p in y.named_parameters() if n.endswith("bias") and "core" in n]
+        assert sum(float(p.sum()) for p in by) > sum(float(p.sum()) for p in bx)

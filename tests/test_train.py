@@ -205,7 +205,9 @@ def header_index(run, column: str) -> int:
 
 @pytest.mark.parametrize("env, algo, core, preset", [
     ("CartPole-v1", "ppo", None, "ppo-vector"), ("CartPole-v1", "ppo", "none", "ppo-vector-ff"),
-    ("PositionOnly/CartPole-v1", "ppo", "gru", "ppo-vector"), ("Pendulum-v1", "ppo", None, "ppo-box"),
+    ("PositionOnly/CartPole-v1", "ppo", "gru", "ppo-vector"), ("Pendulum-v1", "ppo", None, "ppo-pendulum"),
+    ("PositionOnly/Pendulum-v1", "ppo", "none", "ppo-pendulum"), ("MountainCarContinuous-v0", "ppo", None, "ppo-box"),
+    ("Pendulum-v1", "impala", None, "r2ac-box"),
     ("Hopper-v5", "ppo", "none", "ppo-box-ff"), ("rtrl-Recall-v0", "ppo", "none", "ppo-memory"),
     ("popgym-RepeatPreviousEasy-v0", "impala", None, "r2ac-memory"), ("ALE/Breakout-v5", "ppo", None, "ppo-pixels"),
     ("CartPole-v1", "impala", "none", "r2ac-vector"),

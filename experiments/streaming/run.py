@@ -5,6 +5,8 @@ TBPTT(1) and feed-forward learn it on <= 1/5).
     python experiments/streaming/run.py                       # length 32, 3 cores x 5 seeds, 100 k steps
     python experiments/streaming/run.py --lengths 2 8 32 128 --cores rtrl-rtu rtrl-lru rtrl-elstm tbptt-rtu
     python experiments/streaming/run.py --report-only         # the table from the runs finished so far
+    python experiments/streaming/run.py --r-max 0.9 --out runs/experiments/streaming-r09   # an init that
+                                                              # cannot hold the context 32 steps (0.9^32 = 0.03)
     python experiments/streaming/run.py --seeds 0 --steps 2000 --out runs/smoke   # a smoke run
 
 Each run is an `rtrl train --algo stream-ac` process with its own run folder under --out: a finished
@@ -30,7 +32,7 @@ def run_dir(out: Path, length: int, core: str, seed: int) -> Path:
     return out / f"MemoryChain{length}-{core}-s{seed}"
 
 
-def run_one(out: Path, length: int, core: str, seed: int, steps: int, episodes: int) -> None:
+def run_one(out: Path, length: int, core: str, seed: int, steps: int, episodes: int, r_max: float = 1.0) -> None:
     folder = run_dir(out, length, core, seed)
     if (folder / "result.json").exists():
         return
@@ -38,6 +40,8 @@ def run_one(out: Path, length: int, core: str, seed: int, steps: int, episodes: 
            "--env", f"rtrl-MemoryChain{length}-v0", "--core", core, "--seed", str(seed),
            "--total-frames", str(steps), "--eval-episodes", str(episodes), "--run-dir", str(folder),
            "--no-progress"]
+    if r_max != 1.0:
+        cmd += ["--r-max", str(r_max)]
     if folder.exists():
         cmd.append("--resume")
     print(" ".join(cmd[3:]), flush=True)
@@ -113,15 +117,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--eval-episodes", type=int, default=100)
+    ap.add_argument("--r-max", type=float, default=1.0,
+                    help="the LRU's and RTU's ring init up to this |λ| (give each value its own --out)")
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time (each uses one core)")
     ap.add_argument("--report-only", action="store_true", help="only write the table from finished runs")
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/streaming"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
     args = ap.parse_args()
     if not args.report_only:
-        jobs = [(n, c, s) for n in args.lengths for c in args.cores for s in args.seeds]
+        jobs = [(n, c, s) for n in args.lengths for s in args.seeds for c in args.cores]  # seeds interleaved
         with ThreadPoolExecutor(args.parallel) as pool:
-            list(pool.map(lambda j: run_one(args.out, *j, args.steps, args.eval_episodes), jobs))
+            list(pool.map(lambda j: run_one(args.out, *j, args.steps, args.eval_episodes, args.r_max), jobs))
     print(report(args))
 
 

@@ -48,6 +48,7 @@ from rtrl.nn import ELSTM, LRU, RTU, DiagonalLinearRNN, TwoLayer
 CORES = ("rtrl-elstm", "tbptt-elstm", "bptt-elstm", "rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu",
          "rtrl-diag", "tbptt-diag", "rtrl2-lru", "tbptt2-lru", "bptt2-lru", "lstm", "gru", "snap1-lstm",
          "uoro-lstm", "none")
+RING_CORES = ("rtrl-lru", "tbptt-lru", "rtrl-rtu", "tbptt-rtu")  # λ drawn on a ring r_min <= |λ| <= r_max
 WHOLE_EPISODE_CORES = ("bptt-elstm", "bptt2-lru")  # BPTT over whole episodes: each rollout one episode
 
 
@@ -184,9 +185,11 @@ class MLPStem(nn.Module):
         return self.net(obs.to(self.net[0].weight.dtype))
 
 
-def _make_core(core: str, d: int, hidden_size: int, forget_bias: float, activation: str = "relu") -> nn.Module:
+def _make_core(core: str, d: int, hidden_size: int, forget_bias: float, activation: str = "relu",
+               r_max: float = 1.0) -> nn.Module:
     """The recurrent core named ``core`` (see ``CORES``) for inputs of width ``d``; ``activation``: the
-    RTU's output nonlinearity (the other cores have their own)."""
+    RTU's output nonlinearity (the other cores have their own); ``r_max``: the largest ``|λ|`` of the
+    LRU's and the RTU's ring init (``RING_CORES``; the others have no ring)."""
     if core == "rtrl-elstm":
         return ELSTM(d, hidden_size, learning="rtrl", forget_bias=forget_bias)
     if core in ("tbptt-elstm", "bptt-elstm"):
@@ -195,8 +198,10 @@ def _make_core(core: str, d: int, hidden_size: int, forget_bias: float, activati
         rule, cell = core.split("-")
         learning = "rtrl" if rule == "rtrl" else "bptt"
         if cell == "rtu":
-            return RTU(d, hidden_size, learning=learning, activation=activation)
-        return {"lru": LRU, "diag": DiagonalLinearRNN}[cell](d, hidden_size, learning=learning)
+            return RTU(d, hidden_size, learning=learning, activation=activation, r_max=r_max)
+        if cell == "lru":
+            return LRU(d, hidden_size, learning=learning, r_max=r_max)
+        return DiagonalLinearRNN(d, hidden_size, learning=learning)
     if core in ("rtrl2-lru", "tbptt2-lru", "bptt2-lru"):
         return TwoLayer("lru", d, hidden_size, learning="rtrl" if core.startswith("rtrl2") else "bptt")
     if core == "lstm":
@@ -285,7 +290,7 @@ class Agent(nn.Module):
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-elstm",
                  hidden_size: int = 128, encoder_width: int = 64, forget_bias: float = 0.0,
                  stem: str = "auto", continuous: bool = False, obs_norm: bool = False, critic: str = "shared",
-                 activation: str = "relu", init: str = "default") -> None:
+                 activation: str = "relu", init: str = "default", r_max: float = 1.0) -> None:
         super().__init__()
         if core not in CORES:
             raise ValueError(f"unknown core {core!r}; choose one of {CORES}")
@@ -325,7 +330,7 @@ class Agent(nn.Module):
         self.stem = make_stem()
         self.critic_stem = make_stem() if self.separate_critic else None
         d = self.stem.out_features + 1
-        make_core = lambda: _make_core(core, d, hidden_size, forget_bias, activation)  # noqa: E731
+        make_core = lambda: _make_core(core, d, hidden_size, forget_bias, activation, r_max)  # noqa: E731
         self.core = Paired(make_core) if self.separate_critic else make_core()
         head_in = self.core.actor.hidden_size if self.separate_critic else self.core.hidden_size
         self.policy = nn.Linear(head_in, num_actions)

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rtrl.rl.agent import ACTIVATIONS, CORES, CRITICS, INITS, STEMS, Agent
+from rtrl.rl.agent import ACTIVATIONS, CORES, CRITICS, INITS, RING_CORES, STEMS, Agent
 from rtrl.rl.learner import LearnerConfig, check_hyper_parameters
 from rtrl.utils import resolve_device
 
@@ -31,6 +31,7 @@ class TrainConfig:
     encoder_width: int = 64
     stem: str = "auto"  # "impala" (pixels), "nature" (pixels, cheaper), "mlp" (vectors); auto picks by obs shape
     forget_bias: float = 0.0  # eLSTM cores only
+    r_max: float = 1.0  # LRU and RTU cores only: their ring init draws |λ| up to r_max (the paper's 1)
     unroll: int = 10  # M: steps per rollout; 1 = fully online R2AC
     num_envs: int = 256  # streams per actor (measured: docs/benchmarks.md, "R2AC throughput")
     num_actors: int = -1  # 0 = synchronous, in-process; -1 = auto: one actor process beside the learner
@@ -116,6 +117,11 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed}")
         if not math.isfinite(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias}")
+        if not 0 < self.r_max <= 1:
+            raise ValueError(f"r_max must be in (0, 1] (the largest |λ| of the ring init), got {self.r_max}")
+        if self.r_max != 1.0 and self.core not in RING_CORES:
+            raise ValueError(f"--r-max sets the ring init of the LRU and RTU cores {RING_CORES}; the {self.core} "
+                             "core has none")
         if self.actor_restarts < 0:
             raise ValueError(f"actor_restarts must be >= 0 (0: the first fault stops the run), "
                              f"got {self.actor_restarts}")
@@ -216,7 +222,11 @@ FAMILIES = {
     "box": "Box actions, vector observations: MuJoCo, Pendulum, ...",
     "memory": "a memory task: rtrl-Recall, popgym, MiniGrid",
     "pixels": "image observations: Atari, ProcGen, Memory Gym, Memory Maze",
+    "pendulum": "Pendulum-v1 and its masks, by name: the zoo's PendulumNoVel recipe",
 }
+# Envs whose own recipe beats their family's (as rl-baselines3-zoo keeps one per env), by the env's
+# name without a mask prefix (PositionOnly/, VelocityOnly/); PPO only.
+ENV_PRESETS = {"Pendulum-v1": "ppo-pendulum"}
 _STANDARD = dict(obs_norm=True, activation="tanh", init="orthogonal")
 # rl-baselines3-zoo's CartPole recipe (and sb3-contrib's for CartPoleNoVel): 8 envs x 32 steps, one
 # minibatch, 20 epochs, Adam 1e-3 decaying, gamma 0.98, GAE 0.8, no entropy bonus. The feedforward agent
@@ -245,6 +255,14 @@ PRESETS.update({
     "ppo-box": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, critic="shared",
                                    **dict(_BOX, ppo_epochs=4, ppo_minibatches=4)),
     "ppo-box-ff": dataclasses.replace(PRESETS["ppo"], core="none", critic="separate", ppo_minibatches=32, **_BOX),
+    # Pendulum-v1 (and PositionOnly/, VelocityOnly/): the zoo's PendulumNoVel recipe (γ 0.9, GAE 0.95, 10
+    # epochs, Adam 1e-3 constant) with rollouts of 4 envs x 256 steps in 4 minibatches of one env (the zoo:
+    # 4 x 1024, minibatches of 64 steps). PositionOnly/Pendulum-v1, the RTU, 100 k frames, seeds 0-2:
+    # -382, -302, -253 (ppo-box: -965, -1036, -977); docs/reference.md has the variants tried.
+    "ppo-pendulum": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, critic="shared",
+                                       **dict(_BOX, num_envs=4, unroll=256, ppo_epochs=10, ppo_minibatches=4,
+                                              lr=1e-3, lr_decay=False, discount=0.9, gae_lambda=0.95,
+                                              total_frames=100_000)),
     # the `ppo` preset's sizes, measured on popgym and Recall (docs/scaling.md, docs/promise.md)
     "ppo-memory": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256),
     # cleanrl's Atari recipe (ppo_atari_lstm.py): 8 envs x 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1
@@ -307,6 +325,8 @@ def preset_for(env_name: str, algo: str = "ppo", spec: "Optional[EnvSpec]" = Non
     if algo in STREAM_ALGOS:
         return "stream" if algo == "stream-ac" else "stream-q"
     name = f"{'ppo' if algo == 'ppo' else 'r2ac'}-{family}"
+    if algo == "ppo" and env_name.split("/")[-1] in ENV_PRESETS:
+        name = ENV_PRESETS[env_name.split("/")[-1]]
     return f"{name}-ff" if core == "none" and f"{name}-ff" in PRESETS else name
 
 
@@ -372,16 +392,16 @@ def build_agent(cfg: TrainConfig, env) -> Agent:
         if getattr(env, "continuous", False):
             raise ValueError("--algo stream-q needs discrete actions; use --algo stream-ac for Box actions")
         return QAgent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width,
-                      obs_norm=cfg.obs_norm, activation=cfg.activation)
+                      obs_norm=cfg.obs_norm, activation=cfg.activation, forget_bias=cfg.forget_bias, r_max=cfg.r_max)
     if cfg.algo == "stream-ac":
         from rtrl.rl.stream import StreamAgent
 
         return StreamAgent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width,
                            continuous=bool(getattr(env, "continuous", False)), obs_norm=cfg.obs_norm,
-                           activation=cfg.activation)
+                           activation=cfg.activation, forget_bias=cfg.forget_bias, r_max=cfg.r_max)
     agent = Agent(env.obs_shape, env.num_actions, cfg.core, cfg.hidden_size, cfg.encoder_width, cfg.forget_bias,
                   cfg.stem, continuous=bool(getattr(env, "continuous", False)), obs_norm=cfg.obs_norm,
-                  critic=cfg.critic, activation=cfg.activation, init=cfg.init)
+                  critic=cfg.critic, activation=cfg.activation, init=cfg.init, r_max=cfg.r_max)
     if cfg.freeze_stem:
         agent.stem.requires_grad_(False)
     return agent

@@ -151,7 +151,8 @@ class StreamAgent(_Normalised):
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-rtu",
                  hidden_size: int = 64, width: int = 128, continuous: bool = False, obs_norm: bool = True,
-                 activation: str = "relu", sparsity: float = 0.9) -> None:
+                 activation: str = "relu", sparsity: float = 0.9, forget_bias: float = 0.0,
+                 r_max: float = 1.0) -> None:
         super().__init__()
         if core not in STREAM_CORES:
             raise ValueError(f"core {core!r} cannot stream; choose one of {STREAM_CORES}")
@@ -163,7 +164,7 @@ class StreamAgent(_Normalised):
         self.param_size = 2 * num_actions if self.continuous else num_actions
         d = obs_shape[0]
         self.fused = core in FUSED_CORES
-        make = lambda n: _make_core(core, d, n, 0.0, activation)  # noqa: E731
+        make = lambda n: _make_core(core, d, n, forget_bias, activation, r_max)  # noqa: E731
         self.cores = nn.ModuleList([make(2 * hidden_size)] if self.fused
                                    else [make(hidden_size), make(hidden_size)])
         h = self.cores[0].hidden_size // (2 if self.fused else 1)

@@ -45,7 +45,7 @@ class QAgent(_Normalised):
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, core: str = "rtrl-rtu",
                  hidden_size: int = 64, width: int = 128, obs_norm: bool = True, activation: str = "relu",
-                 sparsity: float = 0.9) -> None:
+                 sparsity: float = 0.9, forget_bias: float = 0.0, r_max: float = 1.0) -> None:
         super().__init__()
         if core not in STREAM_CORES:
             raise ValueError(f"core {core!r} cannot stream; choose one of {STREAM_CORES}")
@@ -54,7 +54,7 @@ class QAgent(_Normalised):
         self.obs_shape, self.num_actions, self.core_name = tuple(obs_shape), num_actions, core
         self.param_size = num_actions
         self.obs_rms = ObsNormalizer(self.obs_shape) if obs_norm else None
-        self.core = _make_core(core, obs_shape[0], hidden_size, 0.0, activation)
+        self.core = _make_core(core, obs_shape[0], hidden_size, forget_bias, activation, r_max)
         self.q = StreamNet(self.core.hidden_size, num_actions, width, sparsity)
 
     @property
