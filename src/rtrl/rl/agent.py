@@ -277,7 +277,8 @@ class Agent(nn.Module):
     and the RTU core's output nonlinearity (tanh keeps the features of a long episode bounded).
 
     ``forget_bias`` is added to the eLSTM forget gate's bias at init (0 in the paper): a positive
-    value makes the untrained state keep information longer.
+    value makes the untrained state keep information longer. ``r_max``: the LRU's and the RTU's ring
+    init draws ``|λ| ≤ r_max`` (1 in the paper; below 1, the untrained state forgets faster).
 
     ``obs_norm``: vector observations are normalised by running statistics (:mod:`rtrl.rl.normalize`)
     held in ``obs_rms``; the learner updates them (:meth:`update_obs_stats`), every copy of the agent

@@ -219,7 +219,7 @@ for _game in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"):
 # MLPs and orthogonal init; docs/reference.md has the measurements behind each choice.
 FAMILIES = {
     "vector": "discrete actions, vector observations: classic control, ...",
-    "box": "Box actions, vector observations: MuJoCo, Pendulum, ...",
+    "box": "Box actions, vector observations: MuJoCo, MountainCarContinuous, ...",
     "memory": "a memory task: rtrl-Recall, popgym, MiniGrid",
     "pixels": "image observations: Atari, ProcGen, Memory Gym, Memory Maze",
     "pendulum": "Pendulum-v1 and its masks, by name: the zoo's PendulumNoVel recipe",
