@@ -104,9 +104,12 @@ def first_solved(run_dir: Path) -> "dict | None":
     """The first row of an rtrl run's metrics.csv whose last-100 mean reached the target."""
     with open(run_dir / "metrics.csv") as f:
         for row in csv.DictReader(f):
-            if row.get("mean_return") not in (None, "", "nan") and float(row["episodes"]) >= WINDOW \
-                    and float(row["mean_return"]) >= TARGET:
-                return dict(frames=int(float(row["step"])), time=float(row["time"]))
+            try:  # (a row the run is still writing may be cut short: it is read on the next poll)
+                if row.get("mean_return") not in (None, "", "nan") and float(row["episodes"]) >= WINDOW \
+                        and float(row["mean_return"]) >= TARGET:
+                    return dict(frames=int(float(row["step"])), time=float(row["time"]))
+            except (TypeError, ValueError):
+                return None
     return None
 
 
