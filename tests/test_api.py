@@ -139,4 +139,4 @@ def test_load_agent_act_and_the_python_api_with_a_users_env(tmp_path):
 def test_export_errors_are_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "rtrl.cli", "export", str(tmp_path), "--format", "onnx"],
                        capture_output=True, text=True, env=dict(os.environ), timeout=120)
-    assert p.returncode == 2 and "is not an R2AC or PPO run folder" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "is not a run folder (no config.json)" in p.stderr and "Traceback" not in p.stderr

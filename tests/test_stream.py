@@ -16,7 +16,8 @@ import rtrl  # noqa: F401 (registers the gymnasium ids)
 from rtrl.cli import main
 from rtrl.rl import dists
 from rtrl.rl.envs import make_env
-from rtrl.rl.stream import ObGD, StreamAC, StreamAgent, sparse_init_
+from rtrl.rl.policy import StreamPolicy
+from rtrl.rl.stream import STREAM_CORES, ObGD, StreamAC, StreamAgent, sparse_init_
 from rtrl.rl.stream_q import QAgent, StreamQ
 from rtrl.runs import load_checkpoint
 
@@ -219,7 +220,11 @@ def test_cli_run_writes_its_folder_and_resumes(tmp_path):
     assert ckpt["learner"]["steps"] == 500  # the learner's own counter went on from the checkpoint
     assert main(["eval", str(run), "--episodes", "3"]) == 0
     assert json.loads((run / "eval.json").read_text())["episodes"] == 3
-    assert main(["export", str(run), "--format", "torchscript"]) == 2  # not supported yet: one line
+    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    assert (run / "policy.pt").is_file() and json.loads((run / "policy.pt.json").read_text())["core"] == "rtrl-rtu"
+    from rtrl.api import evaluate, load_agent
+
+    assert len(evaluate(load_agent(run), env="rtrl-MemoryChain3-v0", episodes=3)["returns"]) == 3
 
 
 def test_a_fused_rtu_keeps_actor_and_critic_apart():
@@ -383,3 +388,79 @@ def test_stream_agents_take_the_forget_bias():
         bx = [p for n, p in x.named_parameters() if n.endswith("bias") and "core" in n]
         by = [p for n, p in y.named_parameters() if n.endswith("bias") and "core" in n]
         assert sum(float(p.sum()) for p in by) > sum(float(p.sum()) for p in bx)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("core", STREAM_CORES)
+def test_stream_policy_step_is_the_agents_step_for_every_core(core, continuous):
+    # the exported step (rtrl.rl.policy.StreamPolicy: real (re, im) pairs, one state tensor) must give
+    # the agent's policy parameters, values and states, through resets, with the normaliser applied
+    torch.manual_seed(0)
+    agent = StreamAgent((3,), 2, core, hidden_size=6, width=8, continuous=continuous)
+    agent.obs_rms.update(torch.randn(50, 3) * 3 + 1)
+    policy = StreamPolicy(agent)
+    B = 4
+    state, s = agent.initial_state(B, learner=False), policy.initial_state(B)
+    first = torch.ones(B, dtype=torch.bool)
+    for t in range(20):
+        obs = torch.randn(B, 3) * 3 + 1
+        with torch.no_grad():
+            params, value, state = agent.step(agent.normalise(obs), state, first)
+        _, v, p, s = policy(obs, torch.zeros(B), first.float(), s)
+        torch.testing.assert_close(p, params, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(v, value, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(s, policy.real_state(state), atol=1e-5, rtol=1e-4)
+        first = torch.rand(B) < 0.2
+
+
+def test_stream_q_policy_acts_greedily_on_its_q_values():
+    torch.manual_seed(0)
+    agent = QAgent((3,), 4, "rtrl-lru", hidden_size=6, width=8)
+    policy = StreamPolicy(agent)
+    state, s = agent.initial_state(2, learner=False), policy.initial_state(2)
+    first = torch.ones(2, dtype=torch.bool)
+    for t in range(10):
+        obs = torch.randn(2, 3)
+        action, q, state = agent.act(obs, torch.zeros(2), first, state, greedy=True)
+        a, v, p, s = policy(obs, torch.zeros(2), first.float(), s)
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+        assert torch.equal(a, action) and torch.allclose(v, q.max(-1).values)
+        first = torch.zeros(2, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("algo, core", [("stream-ac", "rtrl-rtu"), ("stream-ac", "rtrl-lru"), ("stream-q", "rtrl-elstm")])
+def test_stream_onnx_round_trip_over_memory_chain_episodes(tmp_path, algo, core):
+    # a trained streaming run exported by `rtrl export`, run in onnxruntime and TorchScript beside the
+    # agent that was trained (its own step, not the exported module), over episodes with resets
+    ort = pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert main(["train", "--algo", algo, "--env", "rtrl-MemoryChain3-v0", "--core", core, "--total-frames", "200",
+                 "--eval-episodes", "0", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    session, scripted = ort.InferenceSession(str(run / "policy.onnx")), torch.jit.load(str(run / "policy.pt"))
+    from rtrl.rl.config import TrainConfig, build_agent
+
+    vec = make_env("rtrl-MemoryChain3-v0", 3)
+    agent = build_agent(TrainConfig(**json.loads((run / "config.json").read_text())), vec)
+    agent.load_state_dict(load_checkpoint(run / "checkpoints" / "latest.pt")["agent"])
+    obs, first = vec.reset(5), np.ones(3, np.float32)
+    state = agent.initial_state(3, learner=False)
+    meta = json.loads((run / "policy.onnx.json").read_text())
+    assert meta["inputs"] == ["obs", "first", "state"]  # the streaming networks read no reward: ONNX drops it
+    s_onnx = np.zeros((3, meta["state_size"]), np.float32)
+    s_ts, resets = torch.as_tensor(s_onnx), 0
+    for t in range(24):
+        with torch.no_grad():
+            want, params, state = agent.act(torch.as_tensor(obs), torch.zeros(3), torch.as_tensor(first > 0), state,
+                                            greedy=True)
+        inputs = dict(obs=obs, prev_reward=np.zeros(3, np.float32), first=first, state=s_onnx)
+        action, _, p, s_onnx = session.run(None, {k: inputs[k] for k in meta["inputs"]})
+        ts_action, _, _, s_ts = scripted(*(torch.as_tensor(inputs[k]) for k in ("obs", "prev_reward", "first")), s_ts)
+        np.testing.assert_array_equal(action, want.numpy())
+        np.testing.assert_array_equal(ts_action.numpy(), want.numpy())
+        np.testing.assert_allclose(p, params.numpy(), atol=1e-5, rtol=1e-4)
+        obs, _, done = vec.step(want.numpy())
+        first = done.astype(np.float32)
+        resets += int(done.sum())
+    assert resets >= 12  # episodes of 4 steps: the state is reset again and again

@@ -31,9 +31,9 @@ import torch
 
 from rtrl.rl.config import PRESETS, EnvSpec, TrainConfig
 from rtrl.rl.envs import VecEnv, make_env
-from rtrl.rl.policy import Policy, export, load_agent
+from rtrl.rl.policy import Policy, StreamPolicy, export, load_agent
 
-__all__ = ["PRESETS", "EnvSpec", "Policy", "TrainConfig", "VecEnv", "as_vec_env", "evaluate", "export", "load_agent",
+__all__ = ["PRESETS", "EnvSpec", "Policy", "StreamPolicy", "TrainConfig", "VecEnv", "as_vec_env", "evaluate", "export", "load_agent",
            "make_env", "train"]
 
 
@@ -136,17 +136,19 @@ def _is_vector(env: Any) -> bool:
     return isinstance(env, (gym.vector.VectorEnv, gym.Env))
 
 
-def evaluate(agent: str | Path | Policy, env: Any = None, episodes: int = 100, greedy: bool = True,
+def evaluate(agent: str | Path | Policy | StreamPolicy, env: Any = None, episodes: int = 100, greedy: bool = True,
              seed: Optional[int] = None, checkpoint: str = "latest") -> dict:
-    """Returns of ``episodes`` episodes of a run folder's checkpoint (or a :class:`Policy`), the
-    recurrent state carried through each episode and reset between them, on held-out env seeds.
+    """Returns of ``episodes`` episodes of a run folder's checkpoint (or a :class:`Policy` /
+    :class:`StreamPolicy`), the recurrent state carried through each episode and reset between them,
+    on held-out env seeds.
     ``env``: as for :func:`train` (default: the run's env). Returns ``{"mean", "std", "returns"}``."""
     from rtrl.rl.envs.registry import LIVE_ENVS
     from rtrl.rl.runbook import HELD_OUT_SEED, evaluate as run_episodes
 
-    policy = agent if isinstance(agent, Policy) else load_agent(agent, checkpoint)
+    given = isinstance(agent, (Policy, StreamPolicy))
+    policy = agent if given else load_agent(agent, checkpoint)
     if env is None:
-        if isinstance(agent, Policy):
+        if given:
             raise ValueError("evaluate(policy) needs env=... (a run folder knows its env; a policy does not)")
         import json
 

@@ -25,6 +25,9 @@ States, per core: the eLSTM's ``c`` (N); the LSTMs' ``[h; c]`` (2N); the GRU's `
 ``c`` as real pairs ``(Re c_1, Im c_1, Re c_2, …)`` (2N for the LRU, ``hidden_size`` for the RTU):
 ONNX has no complex type, so their step is written here in real arithmetic (the same numbers as
 the complex one; tested); the feedforward agent carries a dummy state of size 1.
+
+A streaming run's agent (``--algo stream-ac`` / ``stream-q``) gets :class:`StreamPolicy`, the same
+step and signature over its own networks; both step their cores with :class:`CoreStep`.
 """
 
 from __future__ import annotations
@@ -41,47 +44,32 @@ from torch import Tensor, nn
 
 from rtrl.rl import dists
 from rtrl.rl.agent import Agent, Feedforward, Paired, ResettableGRU, ResettableLSTM
-from rtrl.nn import TwoLayer
+from rtrl.nn import ACTIVATIONS, TwoLayer
 from rtrl.runs import RunError, describe_os_error
 from rtrl.state import RecurrentState
 
 FORMATS = ("torchscript", "onnx")
 
 
-class Policy(nn.Module):
-    """One acting step of an :class:`Agent`, its recurrent state an explicit real tensor (see module doc).
+class CoreStep(nn.Module):
+    """One step of one core (as :func:`rtrl.rl.agent._make_core` builds it: element-wise, one or two
+    layers; LSTM; GRU; SnAp-1/UORO; feedforward) with its state an explicit real tensor
+    ``(B, state_size)``: ``forward(x (B, D), s) -> (y (B, H), s)``. No sensitivities, no gradients.
 
-    A snapshot for inference: the LRU's and RTU's ``λ`` and ``γ`` are computed from the weights when
-    the policy is built (build a new one after changing the agent's weights).
+    The LRU's and RTU's ``λ`` and ``γ`` are computed from the weights when the step is built (a
+    snapshot: build a new one after changing the weights); their complex states travel as ``(re, im)``
+    pairs, stepped in real arithmetic (ONNX has no complex type)."""
 
-    ``action_low``/``action_high``: the env's Box bounds (flat; ``±inf`` where unbounded) to map a
-    continuous action from the agent's normalised space; ignored for discrete actions."""
-
-    def __init__(self, agent: Agent, action_low: Any = None, action_high: Any = None) -> None:
+    def __init__(self, core: nn.Module) -> None:
         super().__init__()
-        self.agent = agent.eval().requires_grad_(False)
-        self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
-        core = agent.core
-        # a paired core (separate critic) steps its two halves alike; an element-wise core is one layer
-        # or two stacked (TwoLayer): each layer steps by _layer_step, its buffers numbered across cores
-        self._cores = [core.actor, core.critic] if isinstance(core, Paired) else [core]
-        first = self._cores[0]
-        self._kind = ("none" if isinstance(first, Feedforward) else "lstm" if isinstance(first, ResettableLSTM)
-                      else "gru" if isinstance(first, ResettableGRU) else "dense" if hasattr(first, "_step")
-                      else "elementwise")
-        per_core = [[c.bottom, c.top] if isinstance(c, TwoLayer) else [c] for c in self._cores]
-        self._layers = [layer for layers in per_core for layer in layers]
-        self._core_layers = [list(range(k * len(per_core[0]), (k + 1) * len(per_core[0]))) for k in range(len(per_core))]
-        c = agent.initial_state(1, learner=False).c
-        self.state_size = max(2 * c.shape[-1] if c.is_complex() else c.shape[-1], 1)
-        n = self.num_actions if self.continuous else 0
-        low = torch.as_tensor(np.asarray(action_low if action_low is not None else [-1.0] * n, np.float64)).float()
-        high = torch.as_tensor(np.asarray(action_high if action_high is not None else [1.0] * n, np.float64)).float()
-        bounded = torch.isfinite(low) & torch.isfinite(high)
-        self.register_buffer("_low", torch.where(bounded, low, torch.zeros_like(low)))
-        self.register_buffer("_span", torch.where(bounded, high - low, torch.zeros_like(low)))
-        self.register_buffer("_bounded", bounded)
-        for i, layer in enumerate(self._layers if self._kind == "elementwise" else []):
+        self._core = [core]  # a plain list, not a submodule: its parameters are the agent's
+        self.kind = ("none" if isinstance(core, Feedforward) else "lstm" if isinstance(core, ResettableLSTM)
+                     else "gru" if isinstance(core, ResettableGRU) else "dense" if hasattr(core, "_step")
+                     else "elementwise")
+        self._layers = [core.bottom, core.top] if isinstance(core, TwoLayer) else [core]
+        c = core.initial_state(1, sensitivities=False).c
+        self.state_size = 2 * c.shape[-1] if c.is_complex() else c.shape[-1]
+        for i, layer in enumerate(self._layers if self.kind == "elementwise" else []):
             if layer.cell.complex_state:  # λ and γ depend on the weights only: computed once, in float64
                 theta = layer.cell.weight_hh.detach().double()
                 e_nu, phase = torch.exp(theta[0]), torch.exp(theta[1])
@@ -92,41 +80,23 @@ class Policy(nn.Module):
                 self.register_buffer(f"_lam_im{i}", lam.imag.to(dtype))
                 self.register_buffer(f"_gamma{i}", gamma.to(dtype))
 
-    # -- the exported step --------------------------------------------------------------------------
-
-    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
-        agent = self.agent
-        keep = 1.0 - first.to(torch.float32)
-        x = agent.core_input(obs, prev_reward, first)  # normalises obs with the agent's statistics
-        y, state = self._core_step(x, state * keep[:, None])
-        params = agent.policy_params(y)
-        value = agent.value_of(y)
-        return self.env_action(dists.sample(params, self.continuous, greedy=True)), value, params, state
-
-    def _core_step(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-        if self._kind == "none":
+    def forward(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        core = self._core[0]
+        if self.kind == "none":
             return x, s
-        if len(self._cores) == 1:
-            return self._one_core_step(0, x, s)
-        outs = [self._one_core_step(k, x_k, s_k) for k, (x_k, s_k) in enumerate(zip(x.chunk(2, -1), s.chunk(2, -1)))]
-        return torch.cat([y for y, _ in outs], -1), torch.cat([c for _, c in outs], -1)
-
-    def _one_core_step(self, k: int, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-        core = self._cores[k]
-        if self._kind == "lstm":
+        if self.kind == "lstm":
             h, c = s.chunk(2, -1)
             h, c = core.cell(x, (h, c))
             return h, torch.cat((h, c), -1)
-        if self._kind == "gru":
+        if self.kind == "gru":
             h = core.cell(x, s)
             return h, h
-        if self._kind == "dense":  # SnAp-1 / UORO: a dense LSTM or RNN, state [h; c] or h
+        if self.kind == "dense":  # SnAp-1 / UORO: a dense LSTM or RNN, state [h; c] or h
             s, _ = core._step(F.linear(x, core.weight_ih, core.bias), s)
             return s[:, : core.hidden_size], s
         states, ys = [], x
-        layers = [(i, self._layers[i]) for i in self._core_layers[k]]
-        widths = [2 * layer.state_size if layer.cell.complex_state else layer.state_size for _, layer in layers]
-        for (i, layer), s_i in zip(layers, s.split(widths, -1)):
+        widths = [2 * layer.state_size if layer.cell.complex_state else layer.state_size for layer in self._layers]
+        for i, (layer, s_i) in enumerate(zip(self._layers, s.split(widths, -1))):
             ys, c = self._layer_step(i, layer, ys, s_i)
             states.append(c)
         return ys, torch.cat(states, -1)
@@ -147,9 +117,36 @@ class Policy(nn.Module):
         c = torch.stack((lam_re * c_re - lam_im * c_im + q_re, lam_re * c_im + lam_im * c_re + q_im), -1).flatten(-2)
         if hasattr(layer, "readout"):  # the LRU: y = D x + Re(C c), C acting on the interleaved pairs
             return layer.skip(x) + F.linear(c, layer.readout.weight), c
-        from rtrl.nn import ACTIVATIONS
-
         return ACTIVATIONS[layer.activation](c), c  # the RTU: g((Re c_1, Im c_1, ...))
+
+
+def real_state(state: RecurrentState) -> Tensor:
+    """A core's state ``c`` ``(B, N)`` as the real tensor :class:`CoreStep` carries (complex units as
+    (re, im) pairs; a stateless core's as one zero column, the exported policies' dummy state)."""
+    c = state.c
+    if c.is_complex():
+        c = torch.view_as_real(c).flatten(-2)
+    return c if c.shape[-1] else torch.zeros(c.shape[0], 1, dtype=c.dtype)
+
+
+class _Acting(nn.Module):
+    """What both exported policies share: the env's action bounds, ``initial_state`` and ``act``.
+    A subclass sets ``obs_shape``, ``continuous``, ``num_actions``, ``state_size`` and defines
+    ``forward(obs, prev_reward, first, state) -> (action, value, policy_params, next_state)``."""
+
+    obs_shape: tuple[int, ...]
+    continuous: bool
+    num_actions: int
+    state_size: int
+
+    def _set_bounds(self, action_low: Any, action_high: Any) -> None:
+        n = self.num_actions if self.continuous else 0
+        low = torch.as_tensor(np.asarray(action_low if action_low is not None else [-1.0] * n, np.float64)).float()
+        high = torch.as_tensor(np.asarray(action_high if action_high is not None else [1.0] * n, np.float64)).float()
+        bounded = torch.isfinite(low) & torch.isfinite(high)
+        self.register_buffer("_low", torch.where(bounded, low, torch.zeros_like(low)))
+        self.register_buffer("_span", torch.where(bounded, high - low, torch.zeros_like(low)))
+        self.register_buffer("_bounded", bounded)
 
     def env_action(self, action: Tensor) -> Tensor:
         """The agent's action in the env's terms: discrete as it is; continuous clipped to ``[-1, 1]`` and
@@ -158,7 +155,9 @@ class Policy(nn.Module):
             return action
         return torch.where(self._bounded, self._low + (action.clamp(-1, 1) + 1) * 0.5 * self._span, action)
 
-    # -- convenience ----------------------------------------------------------------------------------
+    def sample(self, params: Tensor) -> Tensor:
+        """An action drawn from the policy with parameters ``params`` (the mode it was trained in)."""
+        return dists.sample(params, self.continuous)
 
     def initial_state(self, batch_size: int = 1) -> Tensor:
         """The state before an episode's first step: zeros ``(batch_size, state_size)``."""
@@ -180,15 +179,109 @@ class Policy(nn.Module):
         f = torch.zeros(B) if first is None else torch.as_tensor(np.asarray(first)).to(torch.float32)
         action, _, params, state = self(obs, r, f, state)
         if not greedy:
-            action = self.env_action(dists.sample(params, self.continuous))
+            action = self.env_action(self.sample(params))
         return action, state
+
+
+class Policy(_Acting):
+    """One acting step of an :class:`Agent`, its recurrent state an explicit real tensor (see module doc).
+
+    A snapshot for inference: the LRU's and RTU's ``λ`` and ``γ`` are computed from the weights when
+    the policy is built (build a new one after changing the agent's weights).
+
+    ``action_low``/``action_high``: the env's Box bounds (flat; ``±inf`` where unbounded) to map a
+    continuous action from the agent's normalised space; ignored for discrete actions."""
+
+    def __init__(self, agent: Agent, action_low: Any = None, action_high: Any = None) -> None:
+        super().__init__()
+        self.agent = agent.eval().requires_grad_(False)
+        self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
+        core = agent.core
+        # a paired core (separate critic) steps its two halves alike, each half of the input and state
+        self._steps = nn.ModuleList(CoreStep(c) for c in ([core.actor, core.critic] if isinstance(core, Paired)
+                                                          else [core]))
+        self.state_size = max(sum(step.state_size for step in self._steps), 1)
+        self._set_bounds(action_low, action_high)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.agent.policy.weight.dtype
+
+    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
+        agent = self.agent
+        keep = 1.0 - first.to(torch.float32)
+        x = agent.core_input(obs, prev_reward, first)  # normalises obs with the agent's statistics
+        y, state = self._core_step(x, state * keep[:, None])
+        params = agent.policy_params(y)
+        value = agent.value_of(y)
+        return self.env_action(dists.sample(params, self.continuous, greedy=True)), value, params, state
+
+    def _core_step(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        if self._steps[0].kind == "none":
+            return x, s
+        if len(self._steps) == 1:
+            return self._steps[0](x, s)
+        outs = [step(x_k, s_k) for step, x_k, s_k in zip(self._steps, x.chunk(2, -1), s.chunk(2, -1))]
+        return torch.cat([y for y, _ in outs], -1), torch.cat([c for _, c in outs], -1)
 
     def real_state(self, state: RecurrentState) -> Tensor:
         """An :class:`Agent`'s state as this module's real tensor (complex units as (re, im) pairs)."""
-        c = state.c
-        if c.is_complex():
-            c = torch.view_as_real(c).flatten(-2)
-        return c if c.shape[-1] else torch.zeros(c.shape[0], 1, dtype=c.dtype)
+        return real_state(state)
+
+
+class StreamPolicy(_Acting):
+    """One acting step of a streaming agent (:class:`rtrl.rl.stream.StreamAgent`, or stream Q(λ)'s
+    :class:`rtrl.rl.stream_q.QAgent`) with the signature of :class:`Policy`: ``forward(obs, prev_reward,
+    first, state) -> (action, value, policy_params, next_state)``; ``prev_reward`` is not read (the
+    streaming networks take the observation alone). ``state`` is the cores' real states side by side
+    (a fused RTU's one layer; else the actor's, then the critic's). For Q(λ): ``policy_params`` are the
+    action values ``Q (B, A)``, ``value`` is ``max_a Q``, the action ``argmax_a Q``, and ``act(...,
+    greedy=False)`` is ε-greedy with ε = 0.01 (as ``rtrl eval`` runs it)."""
+
+    def __init__(self, agent: nn.Module, action_low: Any = None, action_high: Any = None) -> None:
+        super().__init__()
+        self.agent = agent.eval().requires_grad_(False)
+        self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
+        self.q_values = hasattr(agent, "q")
+        cores = [agent.core] if self.q_values else list(agent.cores)
+        self._steps = nn.ModuleList(CoreStep(c) for c in cores)
+        self._widths = [step.state_size for step in self._steps]
+        self.state_size = max(sum(self._widths), 1)
+        self._set_bounds(action_low, action_high)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.agent.dtype
+
+    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
+        agent = self.agent
+        x = agent.normalise(obs)
+        s = state * (1.0 - first.to(torch.float32))[:, None]
+        if self._steps[0].kind == "none":
+            ys = [x] * len(self._steps)
+        else:
+            outs = [step(x, s_k) for step, s_k in zip(self._steps, s.split(self._widths, -1))]
+            ys, s = [y for y, _ in outs], torch.cat([c for _, c in outs], -1)
+        if self.q_values:
+            q = agent.q(ys[0])
+            return q.argmax(-1), q.max(-1).values, q, s
+        y_a, y_c = ys[0].chunk(2, -1) if agent.fused else ys
+        params, value = agent.actor(y_a), agent.critic(y_c)[:, 0]
+        return self.env_action(dists.sample(params, self.continuous, greedy=True)), value, params, s
+
+    def sample(self, params: Tensor) -> Tensor:
+        if not self.q_values:
+            return super().sample(params)
+        from rtrl.rl.stream_q import EPSILON_END
+
+        explore = torch.rand(params.shape[0]) < EPSILON_END
+        return torch.where(explore, torch.randint(self.num_actions, (params.shape[0],)), params.argmax(-1))
+
+    def real_state(self, state: tuple) -> Tensor:
+        """A streaming agent's state (one :class:`RecurrentState` per core) as this module's real tensor."""
+        if self._steps[0].kind == "none":
+            return torch.zeros(state[0].c.shape[0], 1, dtype=state[0].c.dtype)
+        return torch.cat([real_state(s) for s in state], -1)
 
 
 def run_spec(run_dir: Path, cfg):
@@ -207,20 +300,17 @@ def run_spec(run_dir: Path, cfg):
         probe.close()
 
 
-def load_agent(run_dir: str | Path, checkpoint: str = "latest") -> Policy:
-    """The acting policy of a run folder's checkpoint (``"latest"``, or ``"best"``), on the CPU."""
-    from rtrl.rl.config import CHECKPOINT_KIND, TrainConfig, build_agent
+def load_agent(run_dir: str | Path, checkpoint: str = "latest") -> Policy | StreamPolicy:
+    """The acting policy of a run folder's checkpoint (``"latest"``, or ``"best"``), on the CPU: a
+    :class:`Policy` for R2AC and PPO runs, a :class:`StreamPolicy` for stream-ac and stream-q runs."""
+    from rtrl.rl.config import CHECKPOINT_KIND, STREAM_ALGOS, TrainConfig, build_agent
     from rtrl.runs import RunError, load_checkpoint, load_newest
 
     run_dir = Path(run_dir)
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
-        raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
     cfg = TrainConfig(**json.loads(cfg_file.read_text()))
-    if cfg.algo in ("stream-ac", "stream-q"):  # their agents (rtrl.rl.stream) have no Policy wrapper yet
-        raise ValueError(f"{run_dir} is a {cfg.algo} run: exporting its policy is not supported yet; "
-                         "evaluate it with rtrl eval, or load it in Python with rtrl.rl.stream.StreamAgent "
-                         "(docs/streaming.md)")
     kind = CHECKPOINT_KIND.get(cfg.algo)
     if checkpoint == "best":
         ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt", kind)
@@ -231,11 +321,12 @@ def load_agent(run_dir: str | Path, checkpoint: str = "latest") -> Policy:
     spec = run_spec(run_dir, cfg)
     agent = build_agent(cfg, spec)
     agent.load_state_dict(ckpt["agent"])
-    return Policy(agent, spec.action_low or None, spec.action_high or None)
+    acting = StreamPolicy if cfg.algo in STREAM_ALGOS else Policy
+    return acting(agent, spec.action_low or None, spec.action_high or None)
 
 
-def example_inputs(policy: Policy, batch_size: int = 2) -> tuple[Tensor, ...]:
-    dtype = policy.agent.policy.weight.dtype
+def example_inputs(policy: Policy | StreamPolicy, batch_size: int = 2) -> tuple[Tensor, ...]:
+    dtype = policy.dtype
     obs = torch.zeros(batch_size, *policy.obs_shape, dtype=torch.uint8 if len(policy.obs_shape) == 3 else dtype)
     return obs, torch.zeros(batch_size), torch.ones(batch_size), policy.initial_state(batch_size)
 
@@ -254,7 +345,7 @@ def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, chec
     inputs = example_inputs(policy)
     if fmt == "onnx":
         try:
-            import onnx  # noqa: F401
+            import onnx
         except ImportError:
             raise ImportError("--format onnx needs the onnx package: pip install 'rtrl[export]' "
                               "(or pip install onnx onnxscript)") from None
@@ -268,6 +359,9 @@ def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, chec
                 io = dict(input_names=list(INPUTS), output_names=list(OUTPUTS),
                           dynamic_axes={n: batch for n in INPUTS + OUTPUTS})
                 torch.onnx.export(policy, inputs, str(tmp), **io, opset_version=17, dynamo=False)
+        names = list(INPUTS)
+        if fmt == "onnx":  # ONNX drops an input the graph never reads (a streaming policy's prev_reward)
+            names = [i.name for i in onnx.load(str(tmp)).graph.input]
         os.replace(tmp, out)
     except OSError as e:
         raise RunError(describe_os_error(e, out)) from None
@@ -277,7 +371,7 @@ def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, chec
         raise RunError(f"cannot write {out}: {str(e).splitlines()[0][:200]}; choose another --out") from None
     finally:
         tmp.unlink(missing_ok=True)
-    meta = dict(format=fmt, inputs=list(INPUTS), outputs=list(OUTPUTS), obs_shape=list(policy.obs_shape),
+    meta = dict(format=fmt, inputs=names, outputs=list(OUTPUTS), obs_shape=list(policy.obs_shape),
                 state_size=policy.state_size, continuous=policy.continuous, num_actions=policy.num_actions,
                 core=policy.agent.core_name)
     try:

@@ -219,7 +219,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, checkpoint: str = "la
     run_dir = Path(run_dir)
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
-        raise RunError(f"{run_dir} is not an R2AC or PPO run folder (no config.json)")
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
     cfg = TrainConfig(**json.loads(cfg_file.read_text()))
     kind, best = CHECKPOINT_KIND.get(cfg.algo), run_dir / "checkpoints" / "best.pt"
     if checkpoint == "best" and not best.is_file():

@@ -99,7 +99,7 @@ class StreamNet(nn.Module):
         h = y
         for fc in (self.fc1, self.fc2):
             h = fc(h)
-            h = F.leaky_relu(F.layer_norm(h, h.shape[-1:]))
+            h = F.leaky_relu(F.layer_norm(h, (fc.out_features,)))
         return self.head(h)
 
 
