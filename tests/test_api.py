@@ -28,21 +28,25 @@ ATOL, RTOL = 1e-5, 1e-4
 
 
 @pytest.mark.parametrize("continuous", [False, True])
-@pytest.mark.parametrize("core", [c for c in CORES if c not in WHOLE_EPISODE_CORES])
-def test_policy_step_is_the_agents_step_for_every_core(core, continuous):
+@pytest.mark.parametrize("core, critic", [(c, critic) for c in CORES if c not in WHOLE_EPISODE_CORES
+                                          for critic in ("shared", "separate")
+                                          if critic == "shared" or c not in ("snap1-lstm", "uoro-lstm")])
+def test_policy_step_is_the_agents_step_for_every_core(core, continuous, critic):
     # the exported step is written apart from the training path (real (re, im) pairs for complex
-    # states): it must give the same logits and state as Agent.act, through resets
+    # states): it must give the same logits, values and state as the Agent, through resets
     torch.manual_seed(0)
-    agent = Agent((3,), 2, core=core, hidden_size=6, encoder_width=5, continuous=continuous)
+    agent = Agent((3,), 2, core=core, hidden_size=6, encoder_width=5, continuous=continuous, critic=critic)
     policy = Policy(agent)
     B = 4
     state, s = agent.initial_state(B, learner=False), policy.initial_state(B)
     first = torch.ones(B, dtype=torch.bool)
     for t in range(30):
         obs, r = torch.randn(B, 3), torch.randn(B)
-        _, logits, state = agent.act(obs, r, first, state)
-        _, _, params, s = policy(obs, r, first.float(), s)
-        torch.testing.assert_close(params, logits, atol=ATOL, rtol=RTOL)
+        with torch.no_grad():
+            logits, value, state = agent(obs[None], r[None], first[None], state)
+        _, v, params, s = policy(obs, r, first.float(), s)
+        torch.testing.assert_close(params, logits[0], atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(v, value[0], atol=ATOL, rtol=RTOL)
         torch.testing.assert_close(s, policy.real_state(state), atol=ATOL, rtol=RTOL)
         first = torch.rand(B) < 0.2
 

@@ -224,7 +224,10 @@ def test_cli_run_writes_its_folder_and_resumes(tmp_path):
     assert (run / "policy.pt").is_file() and json.loads((run / "policy.pt.json").read_text())["core"] == "rtrl-rtu"
     from rtrl.api import evaluate, load_agent
 
-    assert len(evaluate(load_agent(run), env="rtrl-MemoryChain3-v0", episodes=3)["returns"]) == 3
+    policy = load_agent(run)
+    assert isinstance(policy, StreamPolicy) and len(evaluate(policy, env="rtrl-MemoryChain3-v0", episodes=3)["returns"]) == 3
+    action, state = policy.act(np.ones((2, 3), np.float32), policy.initial_state(2))
+    assert action.shape == (2,) and state.shape == (2, policy.state_size)
 
 
 def test_a_fused_rtu_keeps_actor_and_critic_apart():
@@ -398,7 +401,8 @@ def test_stream_policy_step_is_the_agents_step_for_every_core(core, continuous):
     torch.manual_seed(0)
     agent = StreamAgent((3,), 2, core, hidden_size=6, width=8, continuous=continuous)
     agent.obs_rms.update(torch.randn(50, 3) * 3 + 1)
-    policy = StreamPolicy(agent)
+    low, high = [-2.0, 0.0], [2.0, 1.0]
+    policy = StreamPolicy(agent, low, high)
     B = 4
     state, s = agent.initial_state(B, learner=False), policy.initial_state(B)
     first = torch.ones(B, dtype=torch.bool)
@@ -406,26 +410,43 @@ def test_stream_policy_step_is_the_agents_step_for_every_core(core, continuous):
         obs = torch.randn(B, 3) * 3 + 1
         with torch.no_grad():
             params, value, state = agent.step(agent.normalise(obs), state, first)
-        _, v, p, s = policy(obs, torch.zeros(B), first.float(), s)
+        a, v, p, s = policy(obs, torch.zeros(B), first.float(), s)
         torch.testing.assert_close(p, params, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(v, value, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(s, policy.real_state(state), atol=1e-5, rtol=1e-4)
+        if continuous:  # the Gaussian's mean, clipped to [-1, 1], mapped onto [low, high]
+            mean = params[:, :2].clamp(-1, 1)
+            torch.testing.assert_close(a, torch.tensor(low) + (mean + 1) / 2 * (torch.tensor(high) - torch.tensor(low)))
+        else:
+            assert torch.equal(a, params.argmax(-1))
         first = torch.rand(B) < 0.2
 
 
-def test_stream_q_policy_acts_greedily_on_its_q_values():
+@pytest.mark.parametrize("core", STREAM_CORES)
+def test_stream_q_policy_acts_greedily_on_its_q_values(core):
     torch.manual_seed(0)
-    agent = QAgent((3,), 4, "rtrl-lru", hidden_size=6, width=8)
+    agent = QAgent((3,), 4, core, hidden_size=6, width=8)
     policy = StreamPolicy(agent)
-    state, s = agent.initial_state(2, learner=False), policy.initial_state(2)
-    first = torch.ones(2, dtype=torch.bool)
-    for t in range(10):
-        obs = torch.randn(2, 3)
-        action, q, state = agent.act(obs, torch.zeros(2), first, state, greedy=True)
-        a, v, p, s = policy(obs, torch.zeros(2), first.float(), s)
+    B = 3
+    state, s = agent.initial_state(B, learner=False), policy.initial_state(B)
+    first = torch.ones(B, dtype=torch.bool)
+    for t in range(15):
+        obs = torch.randn(B, 3)
+        action, q, state = agent.act(obs, torch.zeros(B), first, state, greedy=True)
+        a, v, p, s = policy(obs, torch.zeros(B), first.float(), s)
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(s, policy.real_state(state), atol=1e-5, rtol=1e-4)
         assert torch.equal(a, action) and torch.allclose(v, q.max(-1).values)
-        first = torch.zeros(2, dtype=torch.bool)
+        first = torch.rand(B) < 0.3
+
+
+def test_stream_q_policy_samples_epsilon_greedy():
+    # act(greedy=False) of a Q(λ) policy: the greedy action but on ε = 0.01 of the draws
+    torch.manual_seed(0)
+    policy = StreamPolicy(QAgent((3,), 5, "none", width=8))
+    q = torch.tensor([[0.0, 3.0, 1.0, 0.0, 0.0]]).expand(20000, 5)
+    off = (policy.sample(q) != 1).float().mean().item()
+    assert 0.004 < off < 0.016  # ε · 4/5 = 0.008 of the draws leave the greedy action
 
 
 @pytest.mark.parametrize("algo, core", [("stream-ac", "rtrl-rtu"), ("stream-ac", "rtrl-lru"), ("stream-q", "rtrl-elstm")])

@@ -44,6 +44,8 @@ from torch import Tensor, nn
 
 from rtrl.rl import dists
 from rtrl.rl.agent import Agent, Feedforward, Paired, ResettableGRU, ResettableLSTM
+from rtrl.rl.stream import StreamAgent, StreamState
+from rtrl.rl.stream_q import EPSILON_END, QAgent
 from rtrl.nn import ACTIVATIONS, TwoLayer
 from rtrl.runs import RunError, describe_os_error
 from rtrl.state import RecurrentState
@@ -190,7 +192,8 @@ class Policy(_Acting):
     the policy is built (build a new one after changing the agent's weights).
 
     ``action_low``/``action_high``: the env's Box bounds (flat; ``±inf`` where unbounded) to map a
-    continuous action from the agent's normalised space; ignored for discrete actions."""
+    continuous action from the agent's normalised space; ignored for discrete actions. The agent is
+    put in eval mode with its gradients off: pass a copy of one you still train."""
 
     def __init__(self, agent: Agent, action_low: Any = None, action_high: Any = None) -> None:
         super().__init__()
@@ -207,7 +210,8 @@ class Policy(_Acting):
     def dtype(self) -> torch.dtype:
         return self.agent.policy.weight.dtype
 
-    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
+    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor,
+                state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         agent = self.agent
         keep = 1.0 - first.to(torch.float32)
         x = agent.core_input(obs, prev_reward, first)  # normalises obs with the agent's statistics
@@ -236,13 +240,14 @@ class StreamPolicy(_Acting):
     streaming networks take the observation alone). ``state`` is the cores' real states side by side
     (a fused RTU's one layer; else the actor's, then the critic's). For Q(λ): ``policy_params`` are the
     action values ``Q (B, A)``, ``value`` is ``max_a Q``, the action ``argmax_a Q``, and ``act(...,
-    greedy=False)`` is ε-greedy with ε = 0.01 (as ``rtrl eval`` runs it)."""
+    greedy=False)`` is ε-greedy with ε = 0.01 (as ``rtrl eval`` runs it). As :class:`Policy`, it puts
+    the agent in eval mode with its gradients off: pass a copy of one you still train."""
 
-    def __init__(self, agent: nn.Module, action_low: Any = None, action_high: Any = None) -> None:
+    def __init__(self, agent: StreamAgent | QAgent, action_low: Any = None, action_high: Any = None) -> None:
         super().__init__()
         self.agent = agent.eval().requires_grad_(False)
         self.obs_shape, self.continuous, self.num_actions = agent.obs_shape, agent.continuous, agent.num_actions
-        self.q_values = hasattr(agent, "q")
+        self.q_values = isinstance(agent, QAgent)
         cores = [agent.core] if self.q_values else list(agent.cores)
         self._steps = nn.ModuleList(CoreStep(c) for c in cores)
         self._widths = [step.state_size for step in self._steps]
@@ -253,7 +258,8 @@ class StreamPolicy(_Acting):
     def dtype(self) -> torch.dtype:
         return self.agent.dtype
 
-    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor, state: Tensor):
+    def forward(self, obs: Tensor, prev_reward: Tensor, first: Tensor,
+                state: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         agent = self.agent
         x = agent.normalise(obs)
         s = state * (1.0 - first.to(torch.float32))[:, None]
@@ -270,14 +276,13 @@ class StreamPolicy(_Acting):
         return self.env_action(dists.sample(params, self.continuous, greedy=True)), value, params, s
 
     def sample(self, params: Tensor) -> Tensor:
+        """Actor-critic: drawn from the policy. Q(λ): ε-greedy on the action values ``params (B, A)``."""
         if not self.q_values:
             return super().sample(params)
-        from rtrl.rl.stream_q import EPSILON_END
-
         explore = torch.rand(params.shape[0]) < EPSILON_END
         return torch.where(explore, torch.randint(self.num_actions, (params.shape[0],)), params.argmax(-1))
 
-    def real_state(self, state: tuple) -> Tensor:
+    def real_state(self, state: StreamState) -> Tensor:
         """A streaming agent's state (one :class:`RecurrentState` per core) as this module's real tensor."""
         if self._steps[0].kind == "none":
             return torch.zeros(state[0].c.shape[0], 1, dtype=state[0].c.dtype)
@@ -336,7 +341,9 @@ INPUTS, OUTPUTS = ("obs", "prev_reward", "first", "state"), ("action", "value", 
 
 def export(run_dir: str | Path, fmt: str, out: Optional[str | Path] = None, checkpoint: str = "latest") -> Path:
     """Write a run's acting policy (:meth:`Policy.forward`) as TorchScript (``policy.pt``) or ONNX
-    (``policy.onnx``, opset 17, a dynamic batch axis); returns the file's path."""
+    (``policy.onnx``, opset 17, a dynamic batch axis); returns the file's path. The ``.json`` beside it
+    lists the file's inputs: feed an ONNX session by those names (a streaming policy reads no reward,
+    and ONNX drops an input its graph never reads)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
     policy = load_agent(run_dir, checkpoint)

@@ -99,6 +99,7 @@ class StreamNet(nn.Module):
         h = y
         for fc in (self.fc1, self.fc2):
             h = fc(h)
+            # the width as a constant, not h.shape[-1:]: an exported (traced) graph keeps no shape reads
             h = F.leaky_relu(F.layer_norm(h, (fc.out_features,)))
         return self.head(h)
 
