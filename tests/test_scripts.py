@@ -128,6 +128,9 @@ NEEDS = {  # experiments whose envs come with an optional package: (module, what
     ("layers", ["--seeds", "0", "--max-sequences", "32", "--hidden-size", "8"], "layers_table.md"),
     ("streaming", ["--lengths", "3", "--seeds", "0", "--steps", "300", "--eval-episodes", "2"],
      "streaming_table.md"),
+    ("streaming/vs_ppo", ["--tasks", "popgym-RepeatFirstEasy-v0", "--seeds", "0", "--frames", "300",
+                          "--eval-episodes", "2", "--floor-episodes", "20"],
+     "streaming_popgym_table.md"),
     ("layers/recall", ["--seeds", "0", "--frames", "2560", "--lrs", "0.001", "--cores", "rtrl2-lru", "bptt2-lru"],
      "layers_rl_table.md"),
 ])

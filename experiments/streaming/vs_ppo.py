@@ -12,7 +12,9 @@ The agents, each the plain command a user would type:
 * stream: ``rtrl train --algo stream-ac --env TASK`` (the ``stream`` preset: the exact-RTRL RTU,
   64 features per network, Elsayed et al.'s ObGD settings);
 * PPO: ``rtrl train --env TASK`` (the ``ppo-memory`` preset: PPO with the exact-RTRL RTU of 256
-  features, docs/results.md's recommended agent).
+  features, docs/results.md's recommended agent);
+* PPO 64: the same with ``--hidden-size 64``, the streaming agent's RTU width (a check that the
+  width is not what separates the two).
 
 The tasks are three of the five POPGym Easy tasks of Farr et al. (2026); Autoencode and Concentration
 are not run by default (our batched PPO learned nothing on AutoencodeEasy in 2 M frames, so a ratio
@@ -39,7 +41,11 @@ import stats  # noqa: E402
 from stats import fmt_ci, run_train  # noqa: E402
 
 TASKS = ["popgym-CountRecallEasy-v0", "popgym-RepeatFirstEasy-v0", "popgym-HigherLowerEasy-v0"]
-AGENTS = {"stream": ["--algo", "stream-ac"], "ppo": ["--algo", "ppo"]}
+AGENTS = {  # name: (table heading, the command's options)
+    "stream": ("stream AC(λ), exact-RTRL RTU 64", ["--algo", "stream-ac"]),
+    "ppo": ("PPO, exact-RTRL RTU 256", ["--algo", "ppo"]),
+    "ppo-64": ("PPO, exact-RTRL RTU 64", ["--algo", "ppo", "--hidden-size", "64"]),
+}
 FRAMES = 1_000_000
 BAR = 0.8  # the streaming agent's share of PPO's score above the floor
 
@@ -72,14 +78,15 @@ def finished(folder: Path, frames: int) -> Optional[dict]:
 
 
 def report(args) -> str:
-    lines = ["| task | random floor | stream AC(λ), exact-RTRL RTU 64 | PPO, exact-RTRL RTU 256 | "
-             "stream's share of PPO above the floor | wall s (stream, PPO) |", "|---|---|---|---|---|---|"]
+    lines = ["| task | random floor | " + " | ".join(AGENTS[a][0] for a in AGENTS) + " | stream's share of PPO "
+             "(256) above the floor | wall s per run (" + ", ".join(AGENTS) + ") |", "|---|---|" + "---|" * len(AGENTS)
+             + "---|---|"]
     for task in args.tasks:
         runs = {a: [r for r in (finished(run_dir(args.out, task, a, s), args.frames) for s in args.seeds) if r]
                 for a in AGENTS}
         if not any(runs.values()):
             continue
-        floor = random_floor(task)
+        floor = random_floor(task, args.floor_episodes)
         greedy = {a: [r["eval"]["greedy"]["mean"] for r in runs[a]] for a in AGENTS}
         cells = [f"{fmt_ci(greedy[a])} ({', '.join(f'{g:.2f}' for g in greedy[a])})" if greedy[a] else "not run"
                  for a in AGENTS]
@@ -89,15 +96,15 @@ def report(args) -> str:
             share = (f"{(statistics.mean(greedy['stream']) - floor) / gap:.0%}" if gap > 0
                      else "PPO not above the floor")
         wall = ", ".join(f"{statistics.mean(r['wall_s'] for r in runs[a]):.0f}" if runs[a] else "—" for a in AGENTS)
-        lines.append(f"| {task} | {floor:.2f} | {cells[0]} | {cells[1]} | {share} | {wall} |")
+        lines.append(f"| {task} | {floor:.2f} | " + " | ".join(cells) + f" | {share} | {wall} |")
     table = "\n".join(lines)
     cmd = "python experiments/streaming/vs_ppo.py " + " ".join(sys.argv[1:])
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "streaming_popgym_table.md").write_text(
-        f"Made by `{cmd.strip()}`: {args.frames:,} frames a run, seeds {args.seeds}; greedy return on 100 "
-        "held-out episodes, mean ± 95 % CI over the seeds finished (each seed in brackets); the floor: a "
-        f"uniform random policy over 1000 episodes; the bar: a share >= {BAR:.0%}. Commands: "
-        "`rtrl train --algo stream-ac --env TASK` and `rtrl train --env TASK`, each with "
+        f"Made by `{cmd.strip()}`: {args.frames:,} frames a run, seeds {args.seeds}; greedy return on "
+        f"{args.eval_episodes} held-out episodes, mean ± 95 % CI over the seeds finished (each seed in brackets); "
+        f"the floor: a uniform random policy over {args.floor_episodes} episodes; the bar: a share >= {BAR:.0%}. Commands: "
+        "`rtrl train --algo stream-ac --env TASK`, `rtrl train --env TASK` and the same with `--hidden-size 64`, each with "
         f"`--total-frames {args.frames}`.\n\n" + table + "\n")
     return table
 
@@ -108,6 +115,8 @@ def main() -> None:
     ap.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--frames", type=int, default=FRAMES)
+    ap.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes of each run's greedy score")
+    ap.add_argument("--floor-episodes", type=int, default=1000, help="episodes of the random policy's floor")
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time (each uses one core)")
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/streaming-popgym"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
@@ -119,8 +128,8 @@ def main() -> None:
         # the slow streaming runs first, so that a parallel sweep ends with the short PPO runs
         jobs = [(t, a, s) for a in args.agents for s in args.seeds for t in args.tasks]
         with ThreadPoolExecutor(args.parallel) as pool:
-            list(pool.map(lambda j: run_train(run_dir(args.out, *j), [*AGENTS[j[1]], "--env", j[0], "--seed",
-                                                                       str(j[2]), "--eval-episodes", "100"],
+            list(pool.map(lambda j: run_train(run_dir(args.out, *j), [*AGENTS[j[1]][1], "--env", j[0], "--seed",
+                                                                       str(j[2]), "--eval-episodes", str(args.eval_episodes)],
                                               args.frames), jobs))
     print(report(args))
 
