@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from rtrl.state import RecurrentState
 from rtrl.rl.agent import CORES, WHOLE_EPISODE_CORES, Agent
 from rtrl.rl.learner import Learner, LearnerConfig, NonFiniteError, Rollout
+from rtrl.rl.normalize import RunningMeanStd
 from rtrl.rl.vtrace import actor_critic_loss, vtrace
 
 
@@ -229,6 +231,44 @@ def test_every_core_learns_a_step_and_keeps_weights_on_nan(core):
     with pytest.raises(NonFiniteError, match="weights kept"):
         learner.update(r)
     assert all(torch.equal(a, p) for a, p in zip(good, agent.parameters())) and learner.updates == 1
+
+
+def test_learner_scales_each_streams_rewards_by_its_running_discounted_return():
+    # rollouts of different groupings of the streams, each stream in time order (as actors send them):
+    # the loss must use r / sqrt(var(G) + 1e-8), with G <- γ G + r run on per stream across rollouts
+    # and the variance folding in the G of every stream of a rollout, step by step
+    torch.manual_seed(3)
+    M, gamma, clip = 3, 0.9, 5.0
+    agent = Agent((OBS,), A, core="none").double()
+    streams = {i: random_stream(3 * M, seed=10 + i) for i in range(4)}
+    for s in streams.values():
+        s["reward"] = s["reward"] * 4
+    cfg = LearnerConfig(lr=0.0, discount=gamma, reward_clip=clip, reward_scale=True)
+    learner = Learner(agent, cfg, num_streams=4)
+    G, var = {i: 0.0 for i in streams}, RunningMeanStd(())
+    for ids, start in [([0, 1], 0), ([3, 2], 0), ([1, 0], M), ([3, 2], M), ([2, 0, 1, 3], 2 * M)]:
+        r = rollout(streams, ids, start, M, agent)
+        scaled = r.reward.clone()
+        for t in range(1, M + 1):
+            for b, i in enumerate(ids):
+                G[i] = gamma * G[i] + float(r.reward[t, b])
+            var.update(torch.tensor([G[i] for i in ids], dtype=torch.float64))
+            scaled[t] = (r.reward[t] / math.sqrt(var.var.item() + 1e-8)).clamp(-10, 10)
+            for b, i in enumerate(ids):
+                G[i] = 0.0 if r.done[t, b] else G[i]
+        with torch.no_grad():
+            logits, values, _ = agent(r.obs[:M], r.reward[:M], r.done[:M], r.state)
+            _, boot, _ = agent(r.obs[M:], r.reward[M:], r.done[M:], r.state)
+            want = actor_critic_loss(logits, values, r.action, r.logits, scaled[1:].clamp(-clip, clip),
+                                     gamma * (~r.done[1:]).double(), boot[0], cfg.value_weight,
+                                     cfg.entropy_weight).total
+        got = learner.update(r)["loss"]
+        assert got == pytest.approx(want.item(), rel=1e-9)
+    torch.testing.assert_close(learner.reward_scaler.returns, torch.tensor([G[i] for i in range(4)],
+                                                                           dtype=torch.float64))
+    assert learner.state_dict()["reward_scaler"]["rms.count"].item() == pytest.approx(var.count.item())
+    unscaled = Learner(agent, dataclasses.replace(cfg, reward_scale=False), num_streams=4)
+    assert unscaled.update(r)["loss"] != pytest.approx(got, rel=1e-3)  # the scaling changed the loss
 
 
 def test_bad_agent_and_rollout_inputs():

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from rtrl.state import RecurrentState
 from rtrl.rl.agent import Agent
+from rtrl.rl.normalize import RewardScaler
 from rtrl.rl.optim import clip_grad_norm, make_optimizer
 from rtrl.rl.vtrace import actor_critic_loss
 
@@ -195,6 +196,7 @@ class LearnerConfig:
     value_weight: float = 0.5
     entropy_weight: float = 0.01
     reward_clip: float = 1.0  # rewards clamped to [-c, c] in the loss only; 0 = no clipping
+    reward_scale: bool = False  # divide rewards by the running std of each stream's discounted return (then clip)
     total_updates: int = 0  # for the linear learning-rate decay; 0 = constant
 
 
@@ -211,11 +213,16 @@ class Learner:
         self.skipped = 0
         self.bank: Optional[RecurrentState] = agent.initial_state(num_streams) if agent.carries_sensitivities else None
         self._top_value = torch.zeros((), device=self.device)  # the largest |value| of the last backward
+        # rollouts of a stream reach the learner in order (one actor's, one at a time), so each stream's
+        # discounted return runs on as it would in the envs
+        self.reward_scaler = RewardScaler(num_streams).to(self.device) if cfg.reward_scale else None
 
     def reset_streams(self) -> None:
         """Forget every stream's state (they all start new episodes, e.g. after a restart)."""
         if self.bank is not None:
             self.bank = self.bank.map(torch.zeros_like)
+        if self.reward_scaler is not None:
+            self.reward_scaler.returns.zero_()
 
     def update(self, r: Rollout) -> dict[str, float]:
         """One optimiser step on a rollout. Raises ``NonFiniteError`` (weights untouched) on NaN/Inf."""
@@ -245,6 +252,8 @@ class Learner:
         with torch.no_grad():  # the bootstrap V(obs[M]) is a target: no gradient, no sensitivities
             _, v_boot, _ = agent(r.obs[M:], r.reward[M:], r.done[M:], RecurrentState(state.c.detach()))
         rewards = r.reward[1:]
+        if self.reward_scaler is not None:
+            rewards = self.reward_scaler(r.reward, r.done, cfg.discount, r.streams)[1:]
         if cfg.reward_clip > 0:
             rewards = rewards.clamp(-cfg.reward_clip, cfg.reward_clip)
         rewards = r.bootstrap_rewards(rewards, cfg.discount)  # bootstrap through time limits
@@ -312,6 +321,8 @@ class Learner:
                  skipped=self.skipped)
         if self.bank is not None:
             d["bank"] = list(_leaves(self.bank))
+        if self.reward_scaler is not None:
+            d["reward_scaler"] = self.reward_scaler.state_dict()
         return d
 
     def load_state_dict(self, d: dict) -> None:
@@ -320,6 +331,9 @@ class Learner:
         if self.bank is not None and "bank" in d:
             for bank_t, saved in zip(_leaves(self.bank), d["bank"]):
                 bank_t.copy_(saved)
+        if self.reward_scaler is not None and "reward_scaler" in d:
+            self.reward_scaler.load_state_dict(d["reward_scaler"])
+            self.reward_scaler.returns.zero_()  # a resumed run's envs all start new episodes
 
 
 def _span(streams: Tensor) -> Optional[slice]:

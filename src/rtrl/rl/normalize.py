@@ -77,17 +77,22 @@ class RewardScaler(nn.Module):
         self.register_buffer("returns", torch.zeros(num_envs, dtype=torch.float64))
 
     @torch.no_grad()
-    def forward(self, reward: Tensor, done: Tensor, discount: float) -> Tensor:
+    def forward(self, reward: Tensor, done: Tensor, discount: float, streams: Tensor | None = None) -> Tensor:
         """``reward``, ``done`` ``(T+1, B)`` in a segment's layout (``reward[t+1]`` is earned by the
         transition from step ``t``; ``done[t+1]``: that transition ended its episode) -> the scaled
-        rewards ``(T+1, B)``; row 0 (the previous segment's reward, already counted) is kept as it is."""
-        if reward.shape[1] != self.returns.shape[0]:
-            raise ValueError(f"reward scaling was set up for {self.returns.shape[0]} envs, got rewards of "
-                             f"{reward.shape[1]}")
+        rewards ``(T+1, B)``; row 0 (the previous segment's reward, already counted) is kept as it is.
+        ``streams`` ``(B,)``: which of the ``num_envs`` streams the columns are (R2AC's learner gets one
+        actor's streams at a time); ``None``: all of them, in order."""
+        width = self.returns.shape[0] if streams is None else streams.shape[0]
+        if reward.shape[1] != width:
+            raise ValueError(f"reward scaling was set up for {width} envs, got rewards of {reward.shape[1]}")
+        returns = self.returns if streams is None else self.returns[streams.to(self.returns.device)]
         out = reward.clone()
         for t in range(1, reward.shape[0]):
-            self.returns.mul_(discount).add_(reward[t].to(self.returns))
-            self.rms.update(self.returns)
+            returns.mul_(discount).add_(reward[t].to(returns))
+            self.rms.update(returns)
             out[t] = (reward[t] / torch.sqrt(self.rms.var + EPS).to(reward.dtype)).clamp(-CLIP, CLIP)
-            self.returns.masked_fill_(done[t].to(self.returns.device), 0.0)
+            returns.masked_fill_(done[t].to(returns.device), 0.0)
+        if streams is not None:
+            self.returns[streams.to(self.returns.device)] = returns
         return out
