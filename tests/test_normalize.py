@@ -75,6 +75,11 @@ def test_reward_scaler_divides_by_the_running_std_of_the_discounted_return():
     np.testing.assert_allclose(scaler.returns.numpy(), G, rtol=1e-12)
     with pytest.raises(ValueError, match="set up for 3 envs"):
         scaler(reward[:, :2], done[:, :2], gamma)
+    # a segment whose row 0 starts an episode (an actor restarted mid-episode) starts from G = 0
+    scaler.returns.fill_(50.0)
+    first = torch.tensor([[True, False, False], [False, False, False]])
+    scaler(torch.ones(2, 3, dtype=torch.float64), first, gamma)
+    np.testing.assert_allclose(scaler.returns.numpy(), [1.0, 46.0, 46.0])
 
 
 def test_agent_normalises_what_its_stems_read_and_the_policy_export_does_too():

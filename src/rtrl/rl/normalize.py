@@ -87,6 +87,9 @@ class RewardScaler(nn.Module):
         if reward.shape[1] != width:
             raise ValueError(f"reward scaling was set up for {width} envs, got rewards of {reward.shape[1]}")
         returns = self.returns if streams is None else self.returns[streams.to(self.returns.device)]
+        # an episode that starts at row 0 starts from G = 0 (after an actor's restart its previous segment
+        # never said done; otherwise this zeroes what the previous segment's last row zeroed already)
+        returns.masked_fill_(done[0].to(returns.device), 0.0)
         out = reward.clone()
         for t in range(1, reward.shape[0]):
             returns.mul_(discount).add_(reward[t].to(returns))
