@@ -83,9 +83,11 @@ class RewardScaler(nn.Module):
         rewards ``(T+1, B)``; row 0 (the previous segment's reward, already counted) is kept as it is.
         ``streams`` ``(B,)``: which of the ``num_envs`` streams the columns are (R2AC's learner gets one
         actor's streams at a time); ``None``: all of them, in order."""
-        width = self.returns.shape[0] if streams is None else streams.shape[0]
-        if reward.shape[1] != width:
-            raise ValueError(f"reward scaling was set up for {width} envs, got rewards of {reward.shape[1]}")
+        if streams is None and reward.shape[1] != self.returns.shape[0]:
+            raise ValueError(f"reward scaling was set up for {self.returns.shape[0]} envs, got rewards of "
+                             f"{reward.shape[1]}")
+        if streams is not None and reward.shape[1] != streams.shape[0]:
+            raise ValueError(f"rewards of {reward.shape[1]} streams, but {streams.shape[0]} stream ids")
         returns = self.returns if streams is None else self.returns[streams.to(self.returns.device)]
         # an episode that starts at row 0 starts from G = 0 (after an actor's restart its previous segment
         # never said done; otherwise this zeroes what the previous segment's last row zeroed already)
