@@ -242,9 +242,10 @@ _VECTOR = dict(num_envs=8, unroll=32, ppo_epochs=20, ppo_minibatches=1, lr=1e-3,
 # cleanrl's MuJoCo recipe (ppo_continuous_action.py): 2048 steps an update, 10 epochs of 32 minibatches of
 # 64 transitions, Adam 3e-4 decaying, no entropy bonus, rewards divided by the running std of the discounted
 # return and clipped to ±10. A recurrent core's minibatch is whole envs' rollouts, each a 64-step exact-RTRL
-# pass: 32 minibatches of one env each ran ~1.8x slower per frame than 4 of 8 envs (PositionOnly/Hopper-v5,
-# the RTU), and 10 epochs of them would make a 2 M-frame run cost hours on 2 cores: the recurrent preset takes
-# the RTU paper's 4 epochs, in 4 minibatches of 8 envs.
+# pass, so the recurrent preset takes 10 epochs of 8 minibatches of 4 envs (80 gradient steps a rollout; 10 x 32
+# of one env each ran ~2x slower per frame). At 2 M frames, seed 0, the RTU: PositionOnly/Hopper-v5 1262 (the
+# RTU paper's 4 epochs of 4 minibatches: 831), VelocityOnly/Hopper-v5 see docs/reference.md; a second RTU
+# for the critic scored the same on P (1269) and lower on V, at 1.5x the time.
 _BOX = dict(num_envs=32, unroll=64, ppo_epochs=10, lr=3e-4, entropy_weight=0.0, reward_scale=True, reward_clip=10.0,
             total_frames=1_000_000, **_STANDARD)
 PRESETS.update({
@@ -253,7 +254,7 @@ PRESETS.update({
     "ppo-vector-ff": dataclasses.replace(PRESETS["ppo"], core="none", critic="separate", clip_decay=True,
                                          clip_value=False, value_weight=1.0, **dict(_VECTOR, obs_norm=False)),
     "ppo-box": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, critic="shared",
-                                   **dict(_BOX, ppo_epochs=4, ppo_minibatches=4)),
+                                   **dict(_BOX, ppo_minibatches=8)),
     "ppo-box-ff": dataclasses.replace(PRESETS["ppo"], core="none", critic="separate", ppo_minibatches=32, **_BOX),
     # Pendulum-v1 (and PositionOnly/, VelocityOnly/): the zoo's PendulumNoVel recipe (γ 0.9, GAE 0.95, 10
     # epochs, Adam 1e-3 constant) with rollouts of 4 envs x 256 steps in 4 minibatches of one env (the zoo:
