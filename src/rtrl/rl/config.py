@@ -244,8 +244,8 @@ _VECTOR = dict(num_envs=8, unroll=32, ppo_epochs=20, ppo_minibatches=1, lr=1e-3,
 # return and clipped to ±10. A recurrent core's minibatch is whole envs' rollouts, each a 64-step exact-RTRL
 # pass, so the recurrent preset takes 10 epochs of 8 minibatches of 4 envs (80 gradient steps a rollout; 10 x 32
 # of one env each ran ~2x slower per frame). At 2 M frames, seed 0, the RTU: PositionOnly/Hopper-v5 1262 (the
-# RTU paper's 4 epochs of 4 minibatches: 831), VelocityOnly/Hopper-v5 see docs/reference.md; a second RTU
-# for the critic scored the same on P (1269) and lower on V, at 1.5x the time.
+# RTU paper's 4 epochs of 4 minibatches: 831), VelocityOnly/Hopper-v5 558 (552); a second RTU for the critic
+# scored the same (1269, 566) at 1.5x the time.
 _BOX = dict(num_envs=32, unroll=64, ppo_epochs=10, lr=3e-4, entropy_weight=0.0, reward_scale=True, reward_clip=10.0,
             total_frames=1_000_000, **_STANDARD)
 PRESETS.update({
