@@ -243,9 +243,10 @@ _VECTOR = dict(num_envs=8, unroll=32, ppo_epochs=20, ppo_minibatches=1, lr=1e-3,
 # 64 transitions, Adam 3e-4 decaying, no entropy bonus, rewards divided by the running std of the discounted
 # return and clipped to ±10. A recurrent core's minibatch is whole envs' rollouts, each a 64-step exact-RTRL
 # pass, so the recurrent preset takes 10 epochs of 8 minibatches of 4 envs (80 gradient steps a rollout; 10 x 32
-# of one env each ran ~2x slower per frame). At 2 M frames, seed 0, the RTU: PositionOnly/Hopper-v5 1262 (the
-# RTU paper's 4 epochs of 4 minibatches: 831), VelocityOnly/Hopper-v5 558 (552); a second RTU for the critic
-# scored the same (1269, 566) at 1.5x the time.
+# of one env each ran ~2x slower per frame). The RTU at 2 M frames, seeds 0-2: PositionOnly/Hopper-v5
+# 1112 ± 111 (the RTU paper's 4 epochs of 4 minibatches: 770 ± 80), VelocityOnly/Hopper-v5 428 ± 96 (501 ± 38):
+# higher on every P seed, lower on two V seeds (docs/reference.md). A second RTU for the critic scored the same
+# on seed 0 (P 1269 vs 1262, V 566 vs 558) at 1.5x the time.
 _BOX = dict(num_envs=32, unroll=64, ppo_epochs=10, lr=3e-4, entropy_weight=0.0, reward_scale=True, reward_clip=10.0,
             total_frames=1_000_000, **_STANDARD)
 PRESETS.update({
