@@ -4,6 +4,7 @@
     python experiments/continuous/run.py --seeds 0 --frames 30000 --out runs/smoke --docs /tmp/docs   # smoke run
     python experiments/continuous/run.py --prefix 'nice -n 10'      # each run behind a command (e.g. a CPU lock)
     python experiments/continuous/run.py --env PositionOnly/Hopper-v5 --cores rtrl-rtu lstm none   # MuJoCo, positions only
+    python experiments/continuous/run.py --plain --env PositionOnly/Pendulum-v1 --frames 100000   # the plain commands
 
 popgym's PositionOnlyPendulumEasy: the pendulum swing-up with the angle's (cos, sin) only, no
 angular velocity, so a policy must infer the velocity from the past; Box(1) torque actions, a
@@ -16,7 +17,11 @@ docs/continuous-<env>_table.md and .png). MuJoCo tasks (--env PositionOnly/<id> 
 run with Adam 3e-4 and unclipped rewards (--reward-clip 0), the usual PPO settings there. The score: the greedy
 evaluation return on 100 held-out episodes at the end of training (popgym's normalised scale:
 1 = upright all episode), and the best training return (mean of the last 100 episodes, popgym's
-"max over training" metric).
+"max over training" metric). With --plain each run is the plain command, `rtrl train --env ENV --core
+CORE --total-frames F` and nothing else: the preset chosen from the env (for Gymnasium's
+`PositionOnly/Pendulum-v1`, `ppo-pendulum`: the zoo's recipe, observation normalisation and reward
+scaling, 256 features for every core) sets the rest, and the table adds cleanrl's metric (the mean
+return of the last 100 training episodes at the end).
 """
 
 from __future__ import annotations
@@ -51,15 +56,16 @@ def slug(env: str) -> str:
     return env.replace("/", "-").replace(":", "-")
 
 
-def run_dir(out: Path, env: str, core: str, seed: int) -> Path:
-    return out / f"{slug(env)}-ppo-{core}-s{seed}"
+def run_dir(out: Path, env: str, core: str, seed: int, plain: bool = False) -> Path:
+    return out / f"{slug(env)}-{'plain' if plain else 'ppo'}-{core}-s{seed}"
 
 
-def run_one(out: Path, env: str, core: str, seed: int, frames: int, prefix: list[str]) -> dict:
-    d = run_dir(out, env, core, seed)
+def run_one(out: Path, env: str, core: str, seed: int, frames: int, prefix: list[str], plain: bool = False) -> dict:
+    d = run_dir(out, env, core, seed, plain)
     if not (d / "result.json").exists():
         extra = MUJOCO if env.startswith(("PositionOnly/", "VelocityOnly/")) else []
-        cmd = [*prefix, sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, *PPO, *extra,
+        settings = [] if plain else [*PPO, *extra]
+        cmd = [*prefix, sys.executable, "-m", "rtrl.cli", "train", "--env", env, "--core", core, *settings,
                "--seed", str(seed), "--total-frames", str(frames), "--run-dir", str(d), "--no-progress"]
         if (d / "checkpoints").is_dir():
             cmd.append("--resume")
@@ -82,33 +88,42 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/continuous"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
     ap.add_argument("--prefix", default="", help="a command to run each training run under (e.g. a CPU lock)")
+    ap.add_argument("--plain", action="store_true", help="the plain commands: the preset chosen from the env")
     args = ap.parse_args()
-    agents = [(label, core) for label, core in AGENTS if core in args.cores]
+    agents = [(label.replace(" (M=32)", " (M = the rollout)") if args.plain else label, core)
+              for label, core in AGENTS if core in args.cores]
     prefix = shlex.split(args.prefix)
     env = args.env
-    res = {(core, s): run_one(args.out, env, core, s, args.frames, prefix) for _, core in agents for s in args.seeds}
+    res = {(core, s): run_one(args.out, env, core, s, args.frames, prefix, args.plain)
+           for _, core in agents for s in args.seeds}
 
     def stat(core: str, f) -> str:
         v = [f(res[(core, s)]) for s in args.seeds]
         m = sum(v) / len(v)  # (not statistics.*: a nan, from a run too short to end an episode, must pass)
         return f"{m:.2f} ± {(sum((x - m) ** 2 for x in v) / len(v)) ** 0.5:.2f}"
 
-    lines = ["| agent | greedy return (held out) | sampled return | best training return | frames/s |",
-             "|---|---|---|---|---|"]
+    last100 = " final training return (last 100, per seed) |" if args.plain else ""
+    lines = [f"| agent | greedy return (held out) | sampled return | best training return |{last100} frames/s |",
+             "|---|---|---|---|---|" + ("---|" if args.plain else "")]
     for label, core in agents:
         fps = statistics.mean(res[(core, s)]["frames"] / res[(core, s)]["wall_s"] for s in args.seeds)
+        final = ""
+        if args.plain:  # cleanrl's metric, as docs/reference.md reports it
+            per_seed = ", ".join(f"{res[(core, s)]['train_mean_return_last100']:.0f}" for s in args.seeds)
+            final = f" {stat(core, lambda r: r['train_mean_return_last100'])} ({per_seed}) |"
         lines.append(f"| {label} | {stat(core, lambda r: r['eval']['greedy']['mean'])} | "
-                     f"{stat(core, lambda r: r['eval']['sampled']['mean'])} | {stat(core, lambda r: r['best_train'])} | "
-                     f"{fps:,.0f} |")
-    cmd = "python experiments/continuous/run.py" + ("" if env == ENV else f" --env {env}") \
+                     f"{stat(core, lambda r: r['eval']['sampled']['mean'])} | {stat(core, lambda r: r['best_train'])} |"
+                     f"{final} {fps:,.0f} |")
+    cmd = "python experiments/continuous/run.py" + (" --plain" if args.plain else "") \
+        + ("" if env == ENV else f" --env {env}") \
         + ("" if args.seeds == [0, 1, 2] else f" --seeds {' '.join(map(str, args.seeds))}") \
         + ("" if args.frames == 1_000_000 else f" --frames {args.frames}") \
         + ("" if len(agents) == len(AGENTS) else f" --cores {' '.join(c for _, c in agents)}")
-    name = "continuous" if env == ENV else f"continuous-{slug(env)}"
+    name = ("continuous" if env == ENV else f"continuous-{slug(env)}") + ("-plain" if args.plain else "")
     scale = "returns on popgym's normalised scale, 1 = upright all episode" if env == ENV else "undiscounted env returns"
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"{name}_table.md").write_text(
-        f"Made by `{cmd}` on {env} (PPO, {args.frames:,} frames per run; mean ± std over seeds "
+        f"Made by `{cmd}` on {env} (PPO{', the plain commands' if args.plain else ''}, {args.frames:,} frames per run; mean ± std over seeds "
         f"{args.seeds}; {scale}):\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
