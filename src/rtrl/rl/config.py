@@ -260,7 +260,8 @@ PRESETS.update({
     # Pendulum-v1 (and PositionOnly/, VelocityOnly/): the zoo's PendulumNoVel recipe (γ 0.9, GAE 0.95, 10
     # epochs, Adam 1e-3 constant) with rollouts of 4 envs x 256 steps in 4 minibatches of one env (the zoo:
     # 4 x 1024, minibatches of 64 steps). PositionOnly/Pendulum-v1, the RTU, 100 k frames, seeds 0-2:
-    # -382, -302, -253 (ppo-box: -965, -1036, -977); docs/reference.md has the variants tried.
+    # -382, -302, -253 when chosen, -361, -436, -386 on today's installation (ppo-box: -965, -1036, -977);
+    # docs/reference.md has the variants tried.
     "ppo-pendulum": dataclasses.replace(PRESETS["ppo"], core="rtrl-rtu", hidden_size=256, critic="shared",
                                        **dict(_BOX, num_envs=4, unroll=256, ppo_epochs=10, ppo_minibatches=4,
                                               lr=1e-3, lr_decay=False, discount=0.9, gae_lambda=0.95,
