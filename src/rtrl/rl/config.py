@@ -237,7 +237,7 @@ _STANDARD = dict(obs_norm=True, activation="tanh", init="orthogonal")
 # for its critic, an unclipped value loss and Adam 5e-4: on PositionOnly/CartPole-v1 at 200 k frames,
 # seeds 1 and 2, 490 and 500 (475 first reached at 65 k and 83 k frames), the best of 13 variants of
 # critic, value clip, rate and clip decay tried (docs/reference.md). Not robust: on a rebuilt installation (same code)
-# seeds 0-2 gave 296, 500, 245 (was 500, 490, 500).
+# seeds 0-2 gave 296, 500, 245 (was 500, 490, 500; b85e55d's code gives the same 245 there).
 _VECTOR = dict(num_envs=8, unroll=32, ppo_epochs=20, ppo_minibatches=1, lr=1e-3, discount=0.98, gae_lambda=0.8,
                entropy_weight=0.0, reward_clip=0.0, total_frames=200_000, **_STANDARD)
 # cleanrl's MuJoCo recipe (ppo_continuous_action.py): 2048 steps an update, 10 epochs of 32 minibatches of
